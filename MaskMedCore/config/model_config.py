@@ -1,0 +1,288 @@
+"""Model configuration: a frozen, JSON round-trippable description of one MaskMed network.
+
+The paper's ablation variants (MaskMed Tables 3 and 4) are fields of this config, not separate
+code paths:
+
+- ``head``: the segmentation head (Table 3, Fig. 1b-f).
+- ``queries``: one query set per decoder stage or one shared set (Table 4, rows 1-2).
+- ``masked_attention``: inter-stage masked cross-attention (Table 4, row 3).
+- ``bridge``: what sits between encoder skips and decoder (Table 4, rows 4-6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from MaskMedCore.config.validation import (
+    check_choice,
+    check_positive_int,
+    check_triplets,
+    reject_unknown_keys,
+)
+from MaskMedCore.errors import ConfigError
+
+HEADS = ("pointwise", "mlp_cls", "attn_cls", "attn_cls_mask", "decoupled")
+"""Segmentation heads, in the order of the paper's Table 3 (Fig. 1b, c, d, e, f)."""
+
+QUERY_MODES = ("per_stage", "shared")
+BRIDGES = ("none", "standard", "deformable", "fsad")
+PRESETS = ("paper", "tiny")
+
+Triplet = tuple[int, int, int]
+
+
+def default_features(n_stages: int, base: int = 32, cap: int = 320) -> tuple[int, ...]:
+    """nnU-Net's feature rule: ``min(base * 2**i, cap)`` for stage i."""
+    return tuple(min(base * 2**i, cap) for i in range(n_stages))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build a MaskMed network (``MaskMedCore.build_model``).
+
+    Shapes: the network takes ``(B, C, D, H, W)`` with ``C = in_channels`` and predicts
+    ``K = num_classes`` classes. Background is class 0 and is an ordinary class with its own
+    query (see README, "Background"); ``K`` therefore counts background.
+
+    Attributes:
+        in_channels: input channels C (e.g. 2 for FLAIR + T1c).
+        num_classes: classes K including background (label values 0..K-1).
+        features_per_stage: encoder channels per stage, finest first.
+        kernel_sizes: per-stage (kD, kH, kW) conv kernels, finest first.
+        strides: per-stage (sD, sH, sW) downsampling strides; stage 0 must be (1, 1, 1).
+        n_conv_per_stage: conv blocks per encoder stage.
+        n_conv_per_stage_decoder: conv blocks per decoder stage.
+        head: segmentation head variant, one of ``HEADS``.
+        queries: ``shared`` (one query set propagated from the coarsest decoder stage upward)
+            or ``per_stage`` (an independent query set per decoder stage).
+        num_queries: Q; ``None`` means Q = K, the paper's best setting (Table 6).
+        masked_attention: mask each stage's cross-attention with the previous stage's masks.
+        head_dim: transformer width E of the segmentation head.
+        head_heads: attention heads of the segmentation head.
+        head_ffn_dim: hidden width of the head's feed-forward layers.
+        head_layers_per_stage: transformer blocks per decoder stage.
+        head_max_tokens: cross-attention memory is average-pooled to at most this many tokens.
+        bridge: encoder-decoder bridge, one of ``BRIDGES``.
+        bridge_query_stages: how many of the coarsest encoder stages provide bridge queries
+            (paper: 3 in appendix B, 4 in section 3.3).
+        bridge_dim: transformer width of the bridge.
+        bridge_heads: attention heads M of the bridge.
+        bridge_points: sampling points P per (head, level) of deformable attention.
+        bridge_layers: stacked bridge layers.
+        bridge_ffn_dim: hidden width of the bridge's feed-forward layers.
+        dropout: dropout inside transformer layers (Mask2Former uses 0).
+        deep_supervision: return predictions of every decoder stage (training) or only the
+            finest (inference). Changes outputs, never the state dict.
+    """
+
+    in_channels: int
+    num_classes: int
+    features_per_stage: tuple[int, ...] = default_features(6)
+    kernel_sizes: tuple[Triplet, ...] = ((3, 3, 3),) * 6
+    strides: tuple[Triplet, ...] = ((1, 1, 1),) + ((2, 2, 2),) * 5
+    n_conv_per_stage: int = 2
+    n_conv_per_stage_decoder: int = 2
+    head: str = "decoupled"
+    queries: str = "shared"
+    num_queries: int | None = None
+    masked_attention: bool = True
+    head_dim: int = 192
+    head_heads: int = 8
+    head_ffn_dim: int = 1024
+    head_layers_per_stage: int = 1
+    head_max_tokens: int = 4096
+    bridge: str = "fsad"
+    bridge_query_stages: int = 3
+    bridge_dim: int = 192
+    bridge_heads: int = 8
+    bridge_points: int = 4
+    bridge_layers: int = 3
+    bridge_ffn_dim: int = 768
+    dropout: float = 0.0
+    deep_supervision: bool = True
+
+    def __post_init__(self) -> None:
+        # Normalise lists (e.g. from JSON) to tuples so the config stays hashable and frozen.
+        object.__setattr__(self, "features_per_stage", tuple(int(f) for f in self.features_per_stage))
+        object.__setattr__(self, "kernel_sizes", check_triplets("kernel_sizes", self.kernel_sizes))
+        object.__setattr__(self, "strides", check_triplets("strides", self.strides))
+        self._validate()
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        for name in (
+            "in_channels",
+            "num_classes",
+            "n_conv_per_stage",
+            "n_conv_per_stage_decoder",
+            "head_dim",
+            "head_heads",
+            "head_ffn_dim",
+            "head_layers_per_stage",
+            "head_max_tokens",
+            "bridge_query_stages",
+            "bridge_dim",
+            "bridge_heads",
+            "bridge_points",
+            "bridge_layers",
+            "bridge_ffn_dim",
+        ):
+            check_positive_int(name, getattr(self, name))
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes is {self.num_classes}; it counts background, so it must be >= 2")
+        check_choice("head", self.head, HEADS)
+        check_choice("queries", self.queries, QUERY_MODES)
+        check_choice("bridge", self.bridge, BRIDGES)
+        n = len(self.features_per_stage)
+        if n < 2:
+            raise ConfigError(f"features_per_stage has {n} stage(s); a UNet needs at least 2")
+        if any(f <= 0 for f in self.features_per_stage):
+            raise ConfigError(f"features_per_stage must be positive, got {self.features_per_stage}")
+        for name in ("kernel_sizes", "strides"):
+            if len(getattr(self, name)) != n:
+                raise ConfigError(
+                    f"{name} has {len(getattr(self, name))} entries but features_per_stage has {n}; "
+                    "give one (D, H, W) triplet per stage"
+                )
+        if any(k % 2 == 0 for ks in self.kernel_sizes for k in ks):
+            raise ConfigError(f"kernel_sizes must be odd so padding keeps the size, got {self.kernel_sizes}")
+        if self.strides[0] != (1, 1, 1):
+            raise ConfigError(f"strides[0] must be (1, 1, 1) (stage 0 is full resolution), got {self.strides[0]}")
+        if self.num_queries is not None:
+            check_positive_int("num_queries", self.num_queries)
+            if self.head == "pointwise" and self.num_queries != self.num_classes:
+                raise ConfigError(
+                    f"num_queries is {self.num_queries} but head 'pointwise' has exactly one output "
+                    f"channel per class ({self.num_classes}); leave num_queries unset"
+                )
+        if self.masked_attention and self.head != "decoupled":
+            raise ConfigError(
+                f"masked_attention needs head 'decoupled' (binary sigmoid masks to threshold), "
+                f"got head '{self.head}'; set masked_attention to false"
+            )
+        if self.masked_attention and self.queries != "shared":
+            raise ConfigError(
+                "masked_attention needs queries 'shared': with 'per_stage' queries the previous "
+                "stage's query i is not this stage's query i; set masked_attention to false"
+            )
+        if self.bridge != "none" and self.bridge_query_stages > n:
+            raise ConfigError(f"bridge_query_stages is {self.bridge_query_stages} but the UNet has only {n} stages")
+        for dim, heads, prefix in (
+            (self.head_dim, self.head_heads, "head"),
+            (self.bridge_dim, self.bridge_heads, "bridge"),
+        ):
+            if dim % heads:
+                raise ConfigError(f"{prefix}_dim ({dim}) must be divisible by {prefix}_heads ({heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def n_stages(self) -> int:
+        return len(self.features_per_stage)
+
+    @property
+    def queries_count(self) -> int:
+        """Q: the number of queries (mask/class pairs) the head predicts."""
+        return self.num_queries if self.num_queries is not None else self.num_classes
+
+    @property
+    def decoupled(self) -> bool:
+        """True when masks are sigmoid-binary and classes come from a K+1 classifier (Fig. 1f)."""
+        return self.head == "decoupled"
+
+    def total_strides(self) -> list[Triplet]:
+        """Cumulative (D, H, W) downsampling factor of every stage, finest first."""
+        out, acc = [], (1, 1, 1)
+        for s in self.strides:
+            acc = (acc[0] * s[0], acc[1] * s[1], acc[2] * s[2])
+            out.append(acc)
+        return out
+
+    def check_input_shape(self, spatial: tuple[int, int, int]) -> None:
+        """Raise ConfigError unless each axis of ``spatial`` (D, H, W) divides by the total stride."""
+        total = self.total_strides()[-1]
+        bad = [f"{ax}={s} (stride {t})" for ax, s, t in zip("DHW", spatial, total) if s % t]
+        if bad:
+            raise ConfigError(
+                f"input size {tuple(spatial)} is not divisible by the UNet's total stride {total}: "
+                f"{', '.join(bad)}; pad or crop the patch to a multiple"
+            )
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["kernel_sizes"] = [list(k) for k in self.kernel_sizes]
+        d["strides"] = [list(s) for s in self.strides]
+        d["features_per_stage"] = list(self.features_per_stage)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "model config") -> ModelConfig:
+        """Build from a dict (e.g. parsed JSON); unknown keys are rejected by name."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        reject_unknown_keys(data, cls, source)
+        try:
+            return cls(**data)
+        except TypeError as exc:  # missing required fields
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model config") -> ModelConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: not valid JSON ({exc})") from None
+        return cls.from_dict(data, source)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        reject_unknown_keys(changes, type(self), "ModelConfig.replace")
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def preset(cls, name: str, in_channels: int, num_classes: int, **overrides: Any) -> ModelConfig:
+        """A named configuration.
+
+        - ``paper``: full MaskMed (decoupled head, shared queries, masked attention, FSAD bridge)
+          on nnU-Net's 6-stage 3D topology for an isotropic 128^3 patch (features 32..320).
+          Use the planner's topology for anisotropic data (override kernel_sizes/strides).
+        - ``tiny``: the same architecture shrunk to train in minutes on 2 CPU cores
+          (4 stages, 8..64 features, 32-wide transformers); patches divisible by 8.
+        """
+        check_choice("preset", name, PRESETS)
+        if name == "paper":
+            base: dict[str, Any] = {}
+        else:
+            base = dict(
+                features_per_stage=(8, 16, 32, 64),
+                kernel_sizes=((3, 3, 3),) * 4,
+                strides=((1, 1, 1),) + ((2, 2, 2),) * 3,
+                head_dim=32,
+                head_heads=4,
+                head_ffn_dim=64,
+                head_max_tokens=512,
+                bridge_query_stages=2,
+                bridge_dim=32,
+                bridge_heads=4,
+                bridge_points=2,
+                bridge_layers=1,
+                bridge_ffn_dim=64,
+            )
+        base.update(overrides)
+        # Masked attention only exists for the decoupled head with shared queries; an ablation
+        # that switches those off without mentioning masked_attention means "without it".
+        if "masked_attention" not in overrides and (
+            base.get("head", "decoupled") != "decoupled" or base.get("queries", "shared") != "shared"
+        ):
+            base["masked_attention"] = False
+        reject_unknown_keys(base, cls, f"preset '{name}' overrides")
+        return cls(in_channels=in_channels, num_classes=num_classes, **base)

@@ -1,0 +1,205 @@
+"""3D multi-scale deformable attention (MSDeformAttn in 3D) with a pure-PyTorch sampling core.
+
+Implements the attention of MaskMed's FSAD-Transformer (MaskMed §3.3 and appendix B): each query
+predicts, per head, ``L*P`` sampling offsets and attention weights with two linear layers; the
+value maps are sampled at ``reference point + offset`` by trilinear interpolation and summed with
+the attention weights. The 2D original is Deformable DETR (Zhu et al., ICLR 2021,
+fundamentalvision/Deformable-DETR ``MSDeformAttn``), as used by Mask2Former's pixel decoder.
+
+Conventions (see ``shared/reference/upstream-facts.md`` §4.4):
+
+- Reference points and offsets are ordered ``(x, y, z) = (w, h, d)``, the order in which
+  ``F.grid_sample`` reads the last grid axis for 5-D input. The offset normaliser is therefore
+  ``(W_l, H_l, D_l)``: offsets are in voxels of the level being sampled.
+- Voxel centre ``i`` of an axis of size ``S`` is at ``(i + 0.5) / S``, which with
+  ``align_corners=False`` lands exactly on that voxel. Samples outside the volume read zeros.
+- Values stay channel-first ``(B, C, D, H, W)`` and are viewed per head as
+  ``(B*M, C/M, D, H, W)`` without a copy, so memory is linear in voxels (never a
+  ``(B, DHW, C)`` flatten of the full-resolution level).
+- Offsets, locations, the softmax and the sampling itself run in float32 (float64 stays float64)
+  with autocast off: a bfloat16 grid would quantise locations by up to a quarter of a voxel on a
+  64-voxel axis. The cost is a float32 copy of each value level under autocast.
+
+``deformable_attention_reference.py`` holds an independent dense trilinear reference of
+:func:`deformable_sample` used by the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types, float64 stays float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def deformable_sample(values: Sequence[Tensor], locations: Tensor, weights: Tensor) -> Tensor:
+    """Sample every value level at the given locations and sum with the attention weights.
+
+    Head ``m`` owns channels ``m*C/M ... (m+1)*C/M - 1`` of every value level (head-major
+    channels, as after the usual ``concat(heads)``).
+
+    Args:
+        values: L tensors, level l of shape (B, C, D_l, H_l, W_l); C divisible by M.
+        locations: (B, Q, M, L, P, 3) sampling locations in [0, 1], ordered (x, y, z) = (w, h, d);
+            voxel centre i of an axis of size S is (i + 0.5) / S. Locations outside [0, 1] read zeros.
+        weights: (B, Q, M, L, P) attention weights (normally softmaxed over L*P per head).
+
+    Returns:
+        (B, Q, C) in float32 (float64 if the values are float64).
+    """
+    B, Q, M, L, P, _ = locations.shape
+    if len(values) != L:
+        raise ValueError(f"values has {len(values)} levels but locations has L={L}")
+    C = values[0].shape[1]
+    if C % M:
+        raise ValueError(f"value channels C={C} are not divisible by the number of heads M={M}")
+    dtype = _compute_dtype(values[0].dtype)
+    with torch.autocast(device_type=locations.device.type, enabled=False):
+        # (B, Q, M, L, P, 3) -> (B, M, Q, L, P, 3); grid_sample wants coordinates in [-1, 1].
+        grid = (2 * locations.to(dtype) - 1).permute(0, 2, 1, 3, 4, 5)
+        # (B, Q, M, L, P) -> (B*M, 1, Q, L, P)
+        attn = weights.to(dtype).permute(0, 2, 1, 3, 4).reshape(B * M, 1, Q, L, P)
+        out = None
+        for lvl, value in enumerate(values):
+            Bv, Cv, D, H, W = value.shape
+            if Bv != B or Cv != C:
+                raise ValueError(f"values[{lvl}] has shape {tuple(value.shape)}; expected (B={B}, C={C}, D, H, W)")
+            # (B, C, D, H, W) -> (B*M, C/M, D, H, W): a view, no transpose copy.
+            head_value = value.to(dtype).reshape(B * M, C // M, D, H, W)
+            # (B, M, Q, P, 3) -> (B*M, 1, Q, P, 3): a 1 x Q x P output "volume" per head.
+            level_grid = grid[:, :, :, lvl].reshape(B * M, 1, Q, P, 3)
+            sampled = F.grid_sample(head_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            # (B*M, C/M, 1, Q, P) * (B*M, 1, Q, P) summed over P -> (B*M, C/M, Q)
+            level_out = (sampled[:, :, 0] * attn[:, :, :, lvl]).sum(-1)
+            out = level_out if out is None else out + level_out
+        # (B*M, C/M, Q) -> (B, C, Q) -> (B, Q, C)
+        return out.reshape(B, C, Q).transpose(1, 2)
+
+
+def fibonacci_directions(count: int) -> Tensor:
+    """``count`` well-spread unit directions on the sphere, each scaled so its max |component| = 1.
+
+    Points of a Fibonacci lattice (golden-angle spiral), ordered (x, y, z). Scaling to max-abs 1
+    (as Deformable DETR does for its 2D head directions) makes point p of a head start p+1 voxels
+    away along the direction's dominant axis.
+
+    Returns:
+        (count, 3) float32.
+    """
+    i = torch.arange(count, dtype=torch.float64) + 0.5
+    z = 1 - 2 * i / count
+    r = torch.sqrt(1 - z * z)
+    phi = math.pi * (3 - math.sqrt(5)) * i
+    dirs = torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], dim=-1)
+    return (dirs / dirs.abs().amax(dim=-1, keepdim=True)).float()
+
+
+class MSDeformAttn3D(nn.Module):
+    """3D multi-scale deformable attention.
+
+    Args:
+        dim: model width C of queries and outputs (divisible by ``heads``).
+        heads: number of heads M.
+        levels: number of value levels L.
+        points: sampling points P per head and level.
+        value_channels: channels of each value level's input map (length L); each level gets its
+            own 1x1x1 ``Conv3d(value_channels[l], dim)`` value projection.
+
+    Raises:
+        ValueError: if ``dim`` is not divisible by ``heads``, a count is < 1, or
+            ``value_channels`` does not have ``levels`` entries.
+    """
+
+    def __init__(self, dim: int, heads: int, levels: int, points: int, value_channels: Sequence[int]) -> None:
+        super().__init__()
+        if min(dim, heads, levels, points) < 1:
+            raise ValueError(f"dim, heads, levels and points must be >= 1, got {dim}, {heads}, {levels}, {points}")
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if len(value_channels) != levels:
+            raise ValueError(f"value_channels has {len(value_channels)} entries, expected one per level ({levels})")
+        self.dim, self.heads, self.levels, self.points = dim, heads, levels, points
+        self.sampling_offsets = nn.Linear(dim, heads * levels * points * 3)
+        self.attention_weights = nn.Linear(dim, heads * levels * points)
+        self.value_proj = nn.ModuleList(nn.Conv3d(c, dim, kernel_size=1) for c in value_channels)
+        self.output_proj = nn.Linear(dim, dim)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Deformable DETR's init, with 3D head directions from a Fibonacci sphere.
+
+        Offsets start at ``(p + 1) * direction_m`` voxels for point p of head m on every level,
+        attention starts uniform over L*P, projections are Xavier-uniform with zero bias.
+        """
+        M, L, P = self.heads, self.levels, self.points
+        nn.init.zeros_(self.sampling_offsets.weight)
+        scale = torch.arange(1, P + 1, dtype=torch.float32)[None, None, :, None]  # (1, 1, P, 1)
+        bias = fibonacci_directions(M)[:, None, None, :] * scale  # (M, 1, P, 3)
+        self.sampling_offsets.bias.copy_(bias.expand(M, L, P, 3).reshape(-1))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        for layer in [*self.value_proj, self.output_proj]:
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, query: Tensor, reference_points: Tensor, values: Sequence[Tensor]) -> Tensor:
+        """Attend from each query to P points per head on every value level.
+
+        Args:
+            query: (B, Q, C) queries (positional embedding already added).
+            reference_points: (B or 1, Q, 3) in [0, 1], ordered (x, y, z) = (w, h, d); the same
+                normalised point is used on every level.
+            values: L tensors, level l of shape (B, C_l, D_l, H_l, W_l) with C_l = value_channels[l].
+
+        Returns:
+            (B, Q, C).
+
+        Raises:
+            ValueError: on a wrong number of levels or mismatched shapes.
+        """
+        B, Q, C = query.shape
+        M, L, P = self.heads, self.levels, self.points
+        if C != self.dim:
+            raise ValueError(f"query has {C} channels, expected dim={self.dim}")
+        if len(values) != L:
+            raise ValueError(f"got {len(values)} value levels, expected {L}")
+        if (
+            reference_points.dim() != 3
+            or reference_points.shape[1:] != (Q, 3)
+            or reference_points.shape[0] not in (1, B)
+        ):
+            raise ValueError(f"reference_points has shape {tuple(reference_points.shape)}, expected ({B} or 1, {Q}, 3)")
+        for lvl, (value, proj) in enumerate(zip(values, self.value_proj, strict=True)):
+            if value.dim() != 5 or value.shape[0] != B or value.shape[1] != proj.in_channels:
+                raise ValueError(
+                    f"values[{lvl}] has shape {tuple(value.shape)}, expected (B={B}, C={proj.in_channels}, D, H, W)"
+                )
+        # Each level (B, C_l, D_l, H_l, W_l) -> (B, C, D_l, H_l, W_l), channel-first.
+        projected = [proj(v) for proj, v in zip(self.value_proj, values, strict=True)]
+        dtype = _compute_dtype(query.dtype)
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            q = query.to(dtype)
+            offsets = F.linear(q, self.sampling_offsets.weight.to(dtype), self.sampling_offsets.bias.to(dtype))
+            logits = F.linear(q, self.attention_weights.weight.to(dtype), self.attention_weights.bias.to(dtype))
+            weights = logits.view(B, Q, M, L * P).softmax(-1).view(B, Q, M, L, P)
+            # Offsets are in voxels of the level sampled: divide by (W_l, H_l, D_l), i.e. (x, y, z) order.
+            sizes = [(v.shape[-1], v.shape[-2], v.shape[-3]) for v in values]
+            normaliser = torch.tensor(sizes, dtype=dtype, device=query.device)  # (L, 3)
+            # (B, Q, 1, 1, 1, 3) + (B, Q, M, L, P, 3) / (1, 1, 1, L, 1, 3)
+            locations = (
+                reference_points.to(dtype)[:, :, None, None, None, :]
+                + offsets.view(B, Q, M, L, P, 3) / normaliser[None, None, None, :, None, :]
+            )
+            out = deformable_sample(projected, locations, weights)
+        return self.output_proj(out.to(query.dtype))
+
+
+__all__ = ["MSDeformAttn3D", "deformable_sample", "fibonacci_directions"]

@@ -1,0 +1,59 @@
+"""Config -> criterion (MaskMed §3.5, Eq. 6 for the decoupled head; nnU-Net's DC+CE for the coupled heads).
+
+The one place that maps a ``ModelConfig`` + ``LossConfig`` to a loss module. The decoupled head
+gets the Hungarian-matched ``SetCriterion``; the coupled heads (Fig. 1b-e) get ``CoupledCriterion``.
+Models whose stages have independent query sets (``queries="per_stage"``) cannot reuse the finest
+stage's matching, so their matching is forced to ``"per_stage"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from MaskMedCore.config.loss_config import LossConfig
+from MaskMedCore.config.model_config import ModelConfig
+from MaskMedCore.losses.coupled_loss import CoupledCriterion
+from MaskMedCore.losses.criterion import SetCriterion
+
+
+def build_criterion(
+    model_cfg: ModelConfig,
+    loss_cfg: LossConfig | None = None,
+    *,
+    reduce_num_masks: Callable[[Tensor], Tensor] | None = None,
+) -> SetCriterion | CoupledCriterion:
+    """The criterion for a model, called as ``criterion(out, labels, generator=None) -> LossResult``.
+
+    Args:
+        model_cfg: the model's configuration (head, queries, num_classes).
+        loss_cfg: loss weights and options; ``None`` uses ``LossConfig()`` (the paper's 2:10:10).
+        reduce_num_masks: decoupled head only: hook applied to the batch's segment count before it
+            is clamped to >= 1 (e.g. all-reduce / world size under DDP).
+
+    Returns:
+        ``SetCriterion`` for head ``"decoupled"``, ``CoupledCriterion`` otherwise.
+    """
+    loss_cfg = LossConfig() if loss_cfg is None else loss_cfg
+    if not model_cfg.decoupled:
+        return CoupledCriterion(
+            model_cfg.num_classes,
+            deep_supervision_decay=loss_cfg.deep_supervision_decay,
+            dice_smooth=loss_cfg.coupled_dice_smooth,
+        )
+    matching = "per_stage" if model_cfg.queries == "per_stage" else loss_cfg.matching
+    return SetCriterion(
+        model_cfg.num_classes,
+        class_weight=loss_cfg.class_weight,
+        bce_weight=loss_cfg.bce_weight,
+        dice_weight=loss_cfg.dice_weight,
+        no_object_weight=loss_cfg.no_object_weight,
+        matcher_num_points=loss_cfg.matcher_num_points,
+        loss_num_points=loss_cfg.loss_num_points,
+        oversample_ratio=loss_cfg.oversample_ratio,
+        importance_sample_ratio=loss_cfg.importance_sample_ratio,
+        matching=matching,
+        deep_supervision_decay=loss_cfg.deep_supervision_decay,
+        reduce_num_masks=reduce_num_masks,
+    )

@@ -1,0 +1,210 @@
+"""The set criterion of the decoupled head (MaskMed §3.5, Eq. 5-6; Mask2Former's ``SetCriterion``).
+
+For every decoder stage s, with deep-supervision weight w_s (halving per coarser stage, summing
+to 1)::
+
+    L_s = class_weight * CE_{K+1}(class logits, matched labels; unmatched -> "no object")
+        + bce_weight   * sum_{matched} mean BCE(mask, target) / num_masks
+        + dice_weight  * sum_{matched} Dice(mask, target) / num_masks
+    L   = sum_s w_s * L_s
+
+The CE is PyTorch's weighted mean over all B*Q queries with the no-object class weighted by
+``no_object_weight``; ``num_masks`` is the number of ground-truth segments in the batch (optionally
+all-reduced across ranks, then clamped to >= 1). With matching ``"final"`` (the paper) the
+Hungarian matching runs once on the finest stage and its indices are reused at every stage; with
+``"per_stage"`` (Mask2Former's aux losses; needed for per-stage queries) each stage is matched on
+its own. Masks are compared densely at each stage's resolution against nearest-exact
+downsampled targets, or on PointRend importance-sampled points read from the full-resolution
+targets. All loss math is float32 with autocast off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from MaskMedCore.config.loss_config import MATCHING_MODES
+from MaskMedCore.losses.common import LossResult, check_output, deep_supervision_weights
+from MaskMedCore.losses.mask_losses import autocast_off, binary_dice_loss, sigmoid_bce_loss
+from MaskMedCore.losses.matcher import HungarianMatcher, MatchIndices
+from MaskMedCore.losses.point_sampling import importance_points, point_sample_3d
+from MaskMedCore.losses.targets import SegmentTargets, build_targets, resize_masks
+from MaskMedCore.models.outputs import MaskMedOutput
+
+TERMS = ("class", "bce", "dice")
+
+
+class SetCriterion(nn.Module):
+    """Hungarian-matched class + mask loss of the decoupled head, deep-supervised over stages.
+
+    Args:
+        num_classes: K, background included (the classifier has K+1 outputs).
+        class_weight: weight of the K+1-way cross-entropy.
+        bce_weight: weight of the matched masks' sigmoid BCE.
+        dice_weight: weight of the matched masks' Dice loss.
+        no_object_weight: CE weight of the no-object class.
+        matcher_num_points: ``None``: match on every voxel; int: on that many uniform points per image.
+        loss_num_points: ``None``: dense mask loss; int: that many importance-sampled points per mask.
+        oversample_ratio: importance sampling's candidate factor k.
+        importance_sample_ratio: importance sampling's uncertain fraction beta.
+        matching: ``"final"`` or ``"per_stage"``.
+        deep_supervision_decay: weight ratio between consecutive stages (coarser / finer).
+        reduce_num_masks: optional hook applied to the (scalar float) segment count before clamping,
+            e.g. an all-reduce divided by the world size under DDP.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        class_weight: float = 2.0,
+        bce_weight: float = 10.0,
+        dice_weight: float = 10.0,
+        no_object_weight: float = 0.1,
+        matcher_num_points: int | None = None,
+        loss_num_points: int | None = None,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        matching: str = "final",
+        deep_supervision_decay: float = 0.5,
+        reduce_num_masks: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        if matching not in MATCHING_MODES:
+            raise ValueError(f"matching is {matching!r}; expected one of {MATCHING_MODES}")
+        self.num_classes = num_classes
+        self.weights = {"class": float(class_weight), "bce": float(bce_weight), "dice": float(dice_weight)}
+        self.matcher = HungarianMatcher(class_weight, bce_weight, dice_weight, matcher_num_points)
+        self.loss_num_points = loss_num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.matching = matching
+        self.deep_supervision_decay = deep_supervision_decay
+        self.reduce_num_masks = reduce_num_masks
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = no_object_weight
+        self.register_buffer("empty_weight", empty_weight, persistent=False)
+
+    def forward(self, out: MaskMedOutput, labels: Tensor, generator: torch.Generator | None = None) -> LossResult:
+        """Loss of one batch.
+
+        Args:
+            out: decoupled network output; stage s has class logits (B, Q_s, K+1) and mask logits
+                (B, Q_s, D_s, H_s, W_s), coarsest first, the last at input resolution.
+            labels: (B, D, H, W) integer labels 0..K-1 at input resolution.
+            generator: source of randomness for point sampling (matcher and loss).
+
+        Returns:
+            ``LossResult`` with the total, the logged terms and the matching indices.
+        """
+        labels = check_output(out, labels, self.num_classes, decoupled=True)
+        n_stages = len(out.mask_logits)
+        device = out.mask_logits[-1].device
+        with autocast_off(device):
+            # Full-resolution targets serve every stage: dense comparisons resize them to the stage's
+            # grid with nearest-exact (= nnU-Net's downsampled label maps), points read them directly.
+            targets = build_targets(labels)
+            num_masks = self._num_masks(targets, device)
+            stage_indices = self._match(out, targets, generator)
+            stage_terms = [
+                self._stage_losses(cls, masks, targets, idx, num_masks, generator)
+                for cls, masks, idx in zip(out.stage_class_logits, out.mask_logits, stage_indices, strict=True)
+            ]
+            weights = deep_supervision_weights(n_stages, self.deep_supervision_decay)
+            weighted = {
+                t: sum(w * self.weights[t] * terms[t] for w, terms in zip(weights, stage_terms, strict=True))
+                for t in TERMS
+            }
+            total = sum(weighted.values())
+        names = ["total", *TERMS] + [f"stage{s}/{t}" for s in range(n_stages) for t in TERMS]
+        values = [total, *weighted.values()] + [terms[t] for terms in stage_terms for t in TERMS]
+        logged = torch.stack([v.detach().float() for v in values]).tolist()  # one device sync
+        return LossResult(
+            total=total,
+            terms=dict(zip(names, logged, strict=True)),
+            indices=stage_indices[-1],
+            stage_indices=stage_indices,
+        )
+
+    # ------------------------------------------------------------------ pieces
+    def _num_masks(self, targets: Sequence[SegmentTargets], device: torch.device) -> Tensor:
+        count = torch.tensor(float(sum(t.num_segments for t in targets)), device=device)
+        if self.reduce_num_masks is not None:
+            count = self.reduce_num_masks(count)
+        return count.clamp_min(1.0)
+
+    def _match(
+        self, out: MaskMedOutput, targets: list[SegmentTargets], generator: torch.Generator | None
+    ) -> list[list[MatchIndices]]:
+        """Matching indices per stage, coarsest first."""
+        if self.matching == "per_stage":
+            return [
+                self.matcher(cls, masks, targets, generator)
+                for cls, masks in zip(out.stage_class_logits, out.mask_logits, strict=True)
+            ]
+        queries = {m.shape[1] for m in out.mask_logits}
+        if len(queries) > 1:
+            raise ValueError(
+                f"matching 'final' reuses the finest stage's indices, but the stages have different query counts "
+                f"{[m.shape[1] for m in out.mask_logits]}; use matching 'per_stage'"
+            )
+        final = self.matcher(out.stage_class_logits[-1], out.mask_logits[-1], targets, generator)
+        return [final] * len(out.mask_logits)
+
+    def _stage_losses(
+        self,
+        class_logits: Tensor,
+        mask_logits: Tensor,
+        targets: Sequence[SegmentTargets],
+        indices: Sequence[MatchIndices],
+        num_masks: Tensor,
+        generator: torch.Generator | None,
+    ) -> dict[str, Tensor]:
+        """Unweighted class, BCE and Dice terms of one stage (scalars with gradient)."""
+        device = mask_logits.device
+        batch_idx = torch.cat([torch.full_like(p, b) for b, (p, _) in enumerate(indices)]).to(device)
+        pred_idx = torch.cat([p for p, _ in indices]).to(device)
+
+        # Class term: every query, unmatched ones target "no object" (index K).
+        B, Q = class_logits.shape[:2]
+        target_classes = torch.full((B, Q), self.num_classes, dtype=torch.long, device=device)
+        matched_labels = torch.cat(
+            [t.labels.to(device)[j.to(device)] for t, (_, j) in zip(targets, indices, strict=True)]
+        )
+        target_classes[batch_idx, pred_idx] = matched_labels
+        # (B, Q, K+1) -> (B, K+1, Q): cross_entropy wants classes on dim 1.
+        loss_class = F.cross_entropy(
+            class_logits.float().transpose(1, 2), target_classes, weight=self.empty_weight.float()
+        )
+
+        # Mask terms: matched pairs only.
+        if pred_idx.numel() == 0:
+            zero = mask_logits.float().sum() * 0.0  # keeps the graph connected
+            return {"class": loss_class, "bce": zero, "dice": zero}
+        pred = mask_logits[batch_idx, pred_idx].float()  # (M, D_s, H_s, W_s)
+        tgt = torch.cat(
+            [t.masks.to(device)[j.to(device)] for t, (_, j) in zip(targets, indices, strict=True)]
+        )  # (M, D', H', W')
+        if self.loss_num_points is None:
+            pred_flat = pred.flatten(1)  # (M, V)
+            tgt_flat = resize_masks(tgt, tuple(pred.shape[1:])).flatten(1).float()
+        else:
+            points = importance_points(  # (M, P, 3)
+                pred[:, None], self.loss_num_points, self.oversample_ratio, self.importance_sample_ratio, generator
+            )
+            pred_flat = point_sample_3d(pred[:, None], points)[:, 0]  # (M, 1, P) -> (M, P)
+            tgt_flat = point_sample_3d(tgt[:, None].float(), points)[:, 0]
+        return {
+            "class": loss_class,
+            "bce": sigmoid_bce_loss(pred_flat, tgt_flat).sum() / num_masks,
+            "dice": binary_dice_loss(pred_flat, tgt_flat).sum() / num_masks,
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, weights={self.weights}, matching={self.matching!r}, "
+            f"loss_num_points={self.loss_num_points}, deep_supervision_decay={self.deep_supervision_decay}"
+        )

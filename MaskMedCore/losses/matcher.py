@@ -1,0 +1,167 @@
+"""Hungarian matching of queries to ground-truth segments (MaskMed §3.5; Mask2Former's
+``HungarianMatcher``, DETR's bipartite matching).
+
+For each image the cost of assigning query q to segment n is::
+
+    C[q, n] = class_weight * (-softmax(class_logits[q])[label_n])
+            + bce_weight   * mean_p BCE(mask_q, target_n)
+            + dice_weight  * (1 - (2 s.t + 1) / (sum s + sum t + 1)),   s = sigmoid(mask_q)
+
+computed without gradient, in float32 with autocast off, and minimised with
+``scipy.optimize.linear_sum_assignment``; min(Q, N) pairs are returned. Masks are compared on
+every voxel of the prediction's grid (targets at another resolution are resized with
+nearest-exact) or, with ``num_points``, on uniform random points shared by the image's
+predictions and targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from MaskMedCore.losses.mask_losses import autocast_off, pairwise_bce_cost, pairwise_dice_cost
+from MaskMedCore.losses.point_sampling import point_sample_3d, uniform_points
+from MaskMedCore.losses.targets import SegmentTargets, resize_masks
+
+MatchIndices = tuple[Tensor, Tensor]
+"""(pred_idx, tgt_idx): two (min(Q, N),) int64 CPU tensors; query pred_idx[i] is matched to segment tgt_idx[i]."""
+
+
+def solve_assignment(cost: Tensor) -> MatchIndices:
+    """Minimum-cost one-to-one assignment of a (Q, N) cost matrix.
+
+    Args:
+        cost: (Q, N) float costs, finite.
+
+    Returns:
+        (pred_idx, tgt_idx) int64 CPU tensors of length min(Q, N), sorted by pred_idx.
+
+    Raises:
+        FloatingPointError: the cost has NaN or inf entries (usually diverged network logits).
+    """
+    if cost.numel() == 0:
+        empty = torch.empty(0, dtype=torch.int64)
+        return empty, empty.clone()
+    array = cost.detach().to("cpu", torch.float64).numpy()
+    if not np.isfinite(array).all():
+        raise FloatingPointError(
+            "Hungarian matching cost has NaN/inf entries; the network's class or mask logits are not finite "
+            "(training diverged: lower the learning rate or check the input normalisation)"
+        )
+    rows, cols = linear_sum_assignment(array)
+    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+
+
+class HungarianMatcher(nn.Module):
+    """Bipartite matching between predicted (class, mask) pairs and ground-truth segments.
+
+    Args:
+        class_weight: weight of the classification cost.
+        bce_weight: weight of the sigmoid-BCE mask cost.
+        dice_weight: weight of the Dice mask cost.
+        num_points: ``None`` compares masks on every voxel; an int P compares them on P uniform
+            random points per image.
+    """
+
+    def __init__(
+        self,
+        class_weight: float = 2.0,
+        bce_weight: float = 10.0,
+        dice_weight: float = 10.0,
+        num_points: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_points is not None and num_points <= 0:
+            raise ValueError(f"num_points must be a positive integer or None, got {num_points}")
+        self.class_weight = float(class_weight)
+        self.bce_weight = float(bce_weight)
+        self.dice_weight = float(dice_weight)
+        self.num_points = num_points
+
+    @torch.no_grad()
+    def cost_matrices(
+        self,
+        class_logits: Tensor,
+        mask_logits: Tensor,
+        targets: Sequence[SegmentTargets],
+        generator: torch.Generator | None = None,
+    ) -> list[Tensor]:
+        """The matching cost of every image.
+
+        Args:
+            class_logits: (B, Q, K+1) logits.
+            mask_logits: (B, Q, D, H, W) logits.
+            targets: B ``SegmentTargets`` with masks (N_b, D', H', W') at any resolution.
+            generator: source of the random points when ``num_points`` is set.
+
+        Returns:
+            B float32 costs of shape (Q, N_b).
+        """
+        B, Q = class_logits.shape[:2]
+        if mask_logits.shape[:2] != (B, Q) or len(targets) != B:
+            raise ValueError(
+                f"matcher inputs disagree: class_logits {tuple(class_logits.shape)}, mask_logits "
+                f"{tuple(mask_logits.shape)}, {len(targets)} targets; expected (B, Q, K+1), (B, Q, D, H, W), B"
+            )
+        size = tuple(mask_logits.shape[2:])
+        costs = []
+        with autocast_off(mask_logits.device):
+            for b, target in enumerate(targets):
+                N = target.num_segments
+                if N == 0:
+                    costs.append(mask_logits.new_zeros((Q, 0), dtype=torch.float32))
+                    continue
+                probs = class_logits[b].float().softmax(-1)  # (Q, K+1)
+                cost_class = -probs[:, target.labels.to(probs.device)]  # (Q, N)
+                pred, tgt = self._flatten_masks(mask_logits[b].float(), target.masks, size, generator)
+                cost = (
+                    self.class_weight * cost_class
+                    + self.bce_weight * pairwise_bce_cost(pred, tgt)
+                    + self.dice_weight * pairwise_dice_cost(pred, tgt)
+                )
+                costs.append(cost)
+        return costs
+
+    def _flatten_masks(
+        self, pred: Tensor, masks: Tensor, size: tuple[int, ...], generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """(Q, D, H, W) logits and (N, D', H', W') masks -> (Q, P) logits and (N, P) float32 targets."""
+        masks = masks.to(pred.device)
+        if self.num_points is None:
+            tgt = resize_masks(masks, size).flatten(1).float()  # (N, D*H*W)
+            return pred.flatten(1), tgt
+        points = uniform_points(1, self.num_points, pred.device, generator)  # (1, P, 3), shared by all masks
+        pred_p = point_sample_3d(pred[None], points)[0]  # (1, Q, D, H, W) -> (Q, P)
+        tgt_p = point_sample_3d(masks[None].float(), points)[0]  # (1, N, D', H', W') -> (N, P)
+        return pred_p, tgt_p
+
+    @torch.no_grad()
+    def forward(
+        self,
+        class_logits: Tensor,
+        mask_logits: Tensor,
+        targets: Sequence[SegmentTargets],
+        generator: torch.Generator | None = None,
+    ) -> list[MatchIndices]:
+        """Match every image of the batch.
+
+        Args:
+            class_logits: (B, Q, K+1) logits.
+            mask_logits: (B, Q, D, H, W) logits.
+            targets: B ``SegmentTargets`` (masks at any resolution).
+            generator: source of the random points when ``num_points`` is set.
+
+        Returns:
+            B pairs (pred_idx, tgt_idx) of (min(Q, N_b),) int64 CPU tensors; empty for N_b = 0.
+        """
+        return [solve_assignment(c) for c in self.cost_matrices(class_logits, mask_logits, targets, generator)]
+
+    def extra_repr(self) -> str:
+        return (
+            f"class_weight={self.class_weight}, bce_weight={self.bce_weight}, "
+            f"dice_weight={self.dice_weight}, num_points={self.num_points}"
+        )

@@ -1,0 +1,158 @@
+"""Segment targets from label maps (MaskMed §3.5; Mask2Former's semantic target construction).
+
+A label map becomes one binary mask per class present in the image, background (class 0)
+included: background is an ordinary class with its own query. An image that contains only
+background therefore has exactly one segment. For deep supervision the label map is
+downsampled to each stage with ``nearest-exact`` interpolation, as nnU-Net's
+``DownsampleSegForDSTransform`` does. A small structure can vanish at a coarse stage; its segment
+is kept (the class set comes from the full-resolution map) with an empty mask there, so matching
+indices stay valid at every stage. (PLAN re-seeds such structures at their centroid; we do not.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from MaskMedCore.errors import DataError
+
+
+@dataclass(frozen=True)
+class SegmentTargets:
+    """The ground-truth segments of one image.
+
+    Attributes:
+        labels: (N,) int64 class ids of the segments, sorted ascending.
+        masks: (N, D, H, W) bool binary masks, one per segment.
+    """
+
+    labels: Tensor
+    masks: Tensor
+
+    @property
+    def num_segments(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def check_label_map(labels: Tensor, num_classes: int, spatial: tuple[int, ...] | None = None) -> Tensor:
+    """Validate a batch of label maps and return it as int64.
+
+    Args:
+        labels: (B, D, H, W) integer label map, values in 0..K-1.
+        num_classes: K, background included.
+        spatial: expected (D, H, W), usually the finest prediction's size; ``None`` skips the check.
+
+    Returns:
+        (B, D, H, W) int64 labels.
+
+    Raises:
+        DataError: wrong rank, a non-integer dtype, a size mismatch or a value outside 0..K-1.
+    """
+    if not isinstance(labels, Tensor) or labels.dim() != 4:
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise DataError(f"labels must be a (B, D, H, W) tensor, got {shape}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise DataError(
+            f"labels must have an integer dtype (int64), got {labels.dtype}; cast the label map with .long()"
+        )
+    if spatial is not None and tuple(labels.shape[1:]) != tuple(spatial):
+        raise DataError(
+            f"labels have spatial size {tuple(labels.shape[1:])} but the finest prediction is {tuple(spatial)}; "
+            "labels must be at the network's input resolution"
+        )
+    if labels.numel():
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            raise DataError(
+                f"labels contain value {bad} but the model predicts K={num_classes} classes (0..{num_classes - 1}); "
+                "check dataset.json labels and num_classes"
+            )
+    return labels.long()
+
+
+def downsample_labels(labels: Tensor, size: tuple[int, int, int]) -> Tensor:
+    """Resize label maps to ``size`` with ``nearest-exact`` interpolation (nnU-Net's DS targets).
+
+    Args:
+        labels: (B, D, H, W) integer labels.
+        size: target (D_s, H_s, W_s).
+
+    Returns:
+        (B, D_s, H_s, W_s) labels of the same dtype; ``labels`` itself when the size already matches.
+    """
+    if tuple(labels.shape[1:]) == tuple(size):
+        return labels
+    # Class ids are small integers, exact in float32; interpolate needs a floating (B, 1, D, H, W) input.
+    resized = F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")
+    return resized[:, 0].to(labels.dtype)
+
+
+def segment_targets(label_map: Tensor, classes: Tensor | None = None) -> SegmentTargets:
+    """Segments of one image.
+
+    Args:
+        label_map: (D, H, W) integer labels.
+        classes: (N,) int64 class ids to build masks for; ``None`` takes the classes present in
+            ``label_map`` (sorted). A class given here but absent from the map gets an empty mask.
+
+    Returns:
+        The image's ``SegmentTargets`` with masks (N, D, H, W).
+    """
+    if classes is None:
+        classes = torch.unique(label_map)  # sorted
+    classes = classes.to(device=label_map.device, dtype=torch.long)
+    masks = label_map[None] == classes[:, None, None, None]  # (N, D, H, W)
+    return SegmentTargets(labels=classes, masks=masks)
+
+
+def build_targets(labels: Tensor) -> list[SegmentTargets]:
+    """Per-image segments of a batch of label maps.
+
+    Args:
+        labels: (B, D, H, W) integer labels.
+
+    Returns:
+        B ``SegmentTargets``, each with the classes present in that image.
+    """
+    return [segment_targets(label_map) for label_map in labels]
+
+
+def stage_targets(labels: Tensor, targets: list[SegmentTargets], size: tuple[int, int, int]) -> list[SegmentTargets]:
+    """The segments of ``targets`` at a decoder stage's resolution.
+
+    The class set of every image is kept as it is (so matching indices refer to the same segments
+    at every stage); the masks come from the ``nearest-exact`` downsampled label map.
+
+    Args:
+        labels: (B, D, H, W) integer labels at input resolution.
+        targets: B full-resolution ``SegmentTargets`` (from ``build_targets``).
+        size: the stage's (D_s, H_s, W_s).
+
+    Returns:
+        B ``SegmentTargets`` with masks (N_b, D_s, H_s, W_s).
+    """
+    if tuple(labels.shape[1:]) == tuple(size):
+        return targets
+    small = downsample_labels(labels, size)
+    return [segment_targets(small[b], t.labels) for b, t in enumerate(targets)]
+
+
+def resize_masks(masks: Tensor, size: tuple[int, int, int]) -> Tensor:
+    """Resize binary masks with ``nearest-exact`` interpolation.
+
+    Args:
+        masks: (N, D, H, W) bool or 0/1 masks.
+        size: target (D_s, H_s, W_s).
+
+    Returns:
+        (N, D_s, H_s, W_s) bool masks.
+    """
+    if tuple(masks.shape[1:]) == tuple(size):
+        return masks.bool()
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *size), dtype=torch.bool)
+    return F.interpolate(masks[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0] > 0.5

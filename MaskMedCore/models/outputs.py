@@ -1,0 +1,100 @@
+"""The typed network output and its conversion to per-class probabilities (MaskMed §3.1, Eq. 1-5).
+
+Every head variant returns the same ``MaskMedOutput``. What ``class_logits`` means depends on
+``decoupled``:
+
+- **decoupled** (Fig. 1f, Eq. 5): ``class_logits[b, q]`` are K+1 logits (K classes + no-object);
+  ``mask_logits`` are independent binary (sigmoid) mask logits. Per-class probabilities are
+  ``sum_q softmax(class_logits)[..., :K] * sigmoid(mask)`` (Mask2Former's semantic inference),
+  normalised over classes per voxel.
+- **coupled** (Fig. 1b-e, Eq. 1-4, the nnU-Net family): ``class_logits[b, q, :K]`` is the class
+  embedding matrix ``M_cls`` that mixes query masks into class logits, and ``class_logits[..., K]``
+  is 0 (there is no no-object class). Per-class probabilities are
+  ``softmax_k(sum_q M_cls[q, k] * mask_logit_q)``; for the point-wise head ``M_cls`` is the
+  identity, which is exactly nnU-Net's softmax over a 1x1x1 conv.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class MaskMedOutput:
+    """What a MaskMed network returns.
+
+    Attributes:
+        class_logits: (B, Q, K+1) float; final stage (see module docstring for coupled heads).
+        mask_logits: per decoder stage, coarsest first; entry s is (B, Q, D_s, H_s, W_s) float
+            logits; the last entry is at input resolution. With deep supervision off only the
+            finest stage is present.
+        stage_class_logits: (B, Q, K+1) per decoder stage, coarsest first, aligned with
+            ``mask_logits`` (deep supervision of the class term, Eq. 6).
+        class_embeddings: (B, Q, E_cls) per-query class embedding of the final stage (input of
+            the classifier for transformer heads; ``M_cls`` for coupled heads).
+        mask_embeddings: (B, Q, C_0) per-query mask embedding of the final stage, whose dot
+            product with the finest decoder features gives the finest mask logits.
+        decoupled: True for the decoupled head (sigmoid masks + K+1 classifier).
+    """
+
+    class_logits: Tensor
+    mask_logits: list[Tensor]
+    stage_class_logits: list[Tensor]
+    class_embeddings: Tensor
+    mask_embeddings: Tensor
+    decoupled: bool
+
+    @property
+    def num_classes(self) -> int:
+        """K: real classes, background included, no-object excluded."""
+        return self.class_logits.shape[-1] - 1
+
+
+def coupled_class_logits(class_logits: Tensor, mask_logits: Tensor) -> Tensor:
+    """Per-voxel class logits of a coupled head, ``sum_q M_cls[q, k] * mask_logit_q``.
+
+    Args:
+        class_logits: (B, Q, K+1), the class embedding matrix with a zero last column.
+        mask_logits: (B, Q, D, H, W).
+
+    Returns:
+        (B, K, D, H, W) class logits.
+    """
+    return torch.einsum("bqk,bqdhw->bkdhw", class_logits[..., :-1], mask_logits)
+
+
+def decoupled_class_probs(class_logits: Tensor, mask_logits: Tensor, eps: float = 1e-6) -> Tensor:
+    """Per-voxel class probabilities of the decoupled head.
+
+    ``p[b, k] = sum_q softmax(cls[b, q])[k] * sigmoid(mask[b, q])`` over the K real classes (the
+    no-object column is dropped, as Mask2Former does), then divided by the per-voxel sum so the
+    K values sum to 1 (as PLAN's 3D port does; argmax is unchanged). A voxel no query covers
+    gets equal probabilities.
+
+    Args:
+        class_logits: (B, Q, K+1) logits.
+        mask_logits: (B, Q, D, H, W) logits.
+
+    Returns:
+        (B, K, D, H, W) float probabilities.
+    """
+    class_prob = class_logits.float().softmax(-1)[..., :-1]  # (B, Q, K)
+    scores = torch.einsum("bqk,bqdhw->bkdhw", class_prob, mask_logits.float().sigmoid())
+    total = scores.sum(1, keepdim=True)
+    k = scores.shape[1]
+    return torch.where(total > eps, scores / total.clamp_min(eps), torch.full_like(scores, 1.0 / k))
+
+
+def semantic_probs(out: MaskMedOutput, stage: int = -1) -> Tensor:
+    """Per-class probabilities ``(B, K, D, H, W)`` of one decoder stage (default: the finest).
+
+    Background is class 0; ``argmax`` over dim 1 gives the label map.
+    """
+    cls = out.class_logits if stage == -1 else out.stage_class_logits[stage]
+    masks = out.mask_logits[stage]
+    if out.decoupled:
+        return decoupled_class_probs(cls, masks)
+    return coupled_class_logits(cls.float(), masks.float()).softmax(1)
