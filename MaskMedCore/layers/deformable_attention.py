@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+VALUE_PATHS = ("auto", "project_first", "sample_first")
+
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for half types, float64 stays float64."""
@@ -83,6 +85,45 @@ def deformable_sample(values: Sequence[Tensor], locations: Tensor, weights: Tens
         return out.reshape(B, C, Q).transpose(1, 2)
 
 
+def deformable_sample_then_project(
+    values: Sequence[Tensor], projections: Sequence[Tensor], locations: Tensor, weights: Tensor
+) -> Tensor:
+    """Like :func:`deformable_sample` on ``conv1x1(values)``, but samples the raw maps first.
+
+    Trilinear sampling and a bias-free 1x1x1 projection commute, so
+    ``sample(W @ v) == W @ sample(v)`` exactly. Sampling the raw ``C_l``-channel map and projecting
+    the attention-weighted samples never materialises a ``dim``-channel copy of the level, which
+    for the full-resolution encoder skip is the dominant memory cost of the FSAD-Transformer.
+
+    Args:
+        values: L raw maps, level l (B, C_l, D_l, H_l, W_l).
+        projections: L projection weights, level l (C, C_l) (bias-free); C divisible by M.
+        locations: (B, Q, M, L, P, 3) in [0, 1], ordered (x, y, z).
+        weights: (B, Q, M, L, P) attention weights.
+
+    Returns:
+        (B, Q, C) in float32 (float64 if the values are float64).
+    """
+    B, Q, M, L, P, _ = locations.shape
+    C = projections[0].shape[0]
+    dtype = _compute_dtype(values[0].dtype)
+    with torch.autocast(device_type=locations.device.type, enabled=False):
+        out = None
+        for lvl, (value, proj) in enumerate(zip(values, projections, strict=True)):
+            C_l = value.shape[1]
+            # (B, Q, M, P, 3) -> (B, 1, M*Q, P, 3): all heads' points in one "volume" per sample.
+            grid = (2 * locations[:, :, :, lvl].to(dtype) - 1).permute(0, 2, 1, 3, 4).reshape(B, 1, M * Q, P, 3)
+            sampled = F.grid_sample(value.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            # (B, C_l, 1, M*Q, P) -> (B, C_l, M, Q, P); weight by attention and sum over P first.
+            attn = weights[:, :, :, lvl].to(dtype).permute(0, 2, 1, 3)  # (B, Q, M, P) -> (B, M, Q, P)
+            pooled = (sampled.view(B, C_l, M, Q, P) * attn[:, None]).sum(-1)  # (B, C_l, M, Q)
+            # Head m uses rows m*C/M ... of the projection: (C, C_l) -> (M, C/M, C_l).
+            head_proj = proj.to(dtype).view(M, C // M, C_l)
+            level_out = torch.einsum("bcmq,mhc->bqmh", pooled, head_proj).reshape(B, Q, C)
+            out = level_out if out is None else out + level_out
+        return out
+
+
 def fibonacci_directions(count: int) -> Tensor:
     """``count`` well-spread unit directions on the sphere, each scaled so its max |component| = 1.
 
@@ -110,15 +151,31 @@ class MSDeformAttn3D(nn.Module):
         levels: number of value levels L.
         points: sampling points P per head and level.
         value_channels: channels of each value level's input map (length L); each level gets its
-            own 1x1x1 ``Conv3d(value_channels[l], dim)`` value projection.
+            own bias-free 1x1x1 ``Conv3d(value_channels[l], dim)`` value projection. (A value bias
+            would only add ``b * sum(attention * in-bounds)``, almost a constant that
+            ``output_proj``'s bias already provides; without it projection and sampling commute.)
+        value_path: ``"auto"`` samples a level before projecting it when that stores less
+            (large, low-channel levels such as the full-resolution skip) and projects first
+            otherwise; ``"project_first"`` / ``"sample_first"`` force one path (both are exact).
 
     Raises:
         ValueError: if ``dim`` is not divisible by ``heads``, a count is < 1, or
             ``value_channels`` does not have ``levels`` entries.
     """
 
-    def __init__(self, dim: int, heads: int, levels: int, points: int, value_channels: Sequence[int]) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        levels: int,
+        points: int,
+        value_channels: Sequence[int],
+        value_path: str = "auto",
+    ) -> None:
         super().__init__()
+        if value_path not in VALUE_PATHS:
+            raise ValueError(f"value_path is {value_path!r}; expected one of {VALUE_PATHS}")
+        self.value_path = value_path
         if min(dim, heads, levels, points) < 1:
             raise ValueError(f"dim, heads, levels and points must be >= 1, got {dim}, {heads}, {levels}, {points}")
         if dim % heads:
@@ -128,7 +185,7 @@ class MSDeformAttn3D(nn.Module):
         self.dim, self.heads, self.levels, self.points = dim, heads, levels, points
         self.sampling_offsets = nn.Linear(dim, heads * levels * points * 3)
         self.attention_weights = nn.Linear(dim, heads * levels * points)
-        self.value_proj = nn.ModuleList(nn.Conv3d(c, dim, kernel_size=1) for c in value_channels)
+        self.value_proj = nn.ModuleList(nn.Conv3d(c, dim, kernel_size=1, bias=False) for c in value_channels)
         self.output_proj = nn.Linear(dim, dim)
         self.reset_parameters()
 
@@ -148,7 +205,7 @@ class MSDeformAttn3D(nn.Module):
         nn.init.zeros_(self.attention_weights.bias)
         for layer in [*self.value_proj, self.output_proj]:
             nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.output_proj.bias)
 
     def forward(self, query: Tensor, reference_points: Tensor, values: Sequence[Tensor]) -> Tensor:
         """Attend from each query to P points per head on every value level.
@@ -182,8 +239,7 @@ class MSDeformAttn3D(nn.Module):
                 raise ValueError(
                     f"values[{lvl}] has shape {tuple(value.shape)}, expected (B={B}, C={proj.in_channels}, D, H, W)"
                 )
-        # Each level (B, C_l, D_l, H_l, W_l) -> (B, C, D_l, H_l, W_l), channel-first.
-        projected = [proj(v) for proj, v in zip(self.value_proj, values, strict=True)]
+        sample_first = [self._sample_first(v, Q) for v in values]
         dtype = _compute_dtype(query.dtype)
         with torch.autocast(device_type=query.device.type, enabled=False):
             q = query.to(dtype)
@@ -198,8 +254,37 @@ class MSDeformAttn3D(nn.Module):
                 reference_points.to(dtype)[:, :, None, None, None, :]
                 + offsets.view(B, Q, M, L, P, 3) / normaliser[None, None, None, :, None, :]
             )
-            out = deformable_sample(projected, locations, weights)
+        out = None
+        for first, levels in (
+            (False, [i for i in range(L) if not sample_first[i]]),
+            (True, [i for i in range(L) if sample_first[i]]),
+        ):
+            if not levels:
+                continue
+            loc, w = locations[:, :, :, levels], weights[:, :, :, levels]
+            if first:
+                projections = [self.value_proj[i].weight.flatten(1) for i in levels]  # (C, C_l)
+                part = deformable_sample_then_project([values[i] for i in levels], projections, loc, w)
+            else:
+                # Each level (B, C_l, D_l, H_l, W_l) -> (B, C, D_l, H_l, W_l), channel-first.
+                part = deformable_sample([self.value_proj[i](values[i]) for i in levels], loc, w)
+            out = part if out is None else out + part
         return self.output_proj(out.to(query.dtype))
 
+    def _sample_first(self, value: Tensor, num_queries: int) -> bool:
+        """Whether to sample this level before projecting it (fewer stored floats per sample)."""
+        if self.value_path != "auto":
+            return self.value_path == "sample_first"
+        voxels = value.shape[2] * value.shape[3] * value.shape[4]
+        sampled = num_queries * self.heads * self.points
+        # sample-first stores C_l * M * Q * P samples; project-first stores dim * (DHW + Q * P).
+        return value.shape[1] * sampled < self.dim * (voxels + num_queries * self.points)
 
-__all__ = ["MSDeformAttn3D", "deformable_sample", "fibonacci_directions"]
+
+__all__ = [
+    "MSDeformAttn3D",
+    "VALUE_PATHS",
+    "deformable_sample",
+    "deformable_sample_then_project",
+    "fibonacci_directions",
+]

@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from MaskMedCore.layers.deformable_attention import MSDeformAttn3D, deformable_sample, fibonacci_directions
+from MaskMedCore.layers.deformable_attention import (
+    VALUE_PATHS,
+    MSDeformAttn3D,
+    deformable_sample,
+    fibonacci_directions,
+)
 from MaskMedCore.layers.deformable_attention_reference import deformable_sample_reference, trilinear_sample_reference
 from MaskMedCore.models.bridges.tokens import voxel_centres
 
@@ -23,7 +28,6 @@ def _identity_module(dim: int, heads: int, levels: int, points: int = 1) -> MSDe
         eye = torch.eye(dim, dtype=torch.float64)
         for proj in attn.value_proj:
             proj.weight.copy_(eye[:, :, None, None, None])
-            proj.bias.zero_()
         attn.output_proj.weight.copy_(eye)
         attn.output_proj.bias.zero_()
     return attn
@@ -167,13 +171,14 @@ def test_fast_path_matches_dense_reference_float32():
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5)
 
 
-def test_module_matches_reference_with_random_offsets():
+@pytest.mark.parametrize("value_path", VALUE_PATHS)
+def test_module_matches_reference_with_random_offsets(value_path):
     """The whole module (offset normaliser, softmax, projections) against a hand-built reference."""
     g = _gen(4)
     B, C, M, P = 2, 8, 2, 3
     shapes = [(6, 5, 7), (3, 5, 4)]
     channels = [3, 5]
-    attn = MSDeformAttn3D(C, M, len(shapes), P, channels).double()
+    attn = MSDeformAttn3D(C, M, len(shapes), P, channels, value_path=value_path).double()
     with torch.no_grad():
         attn.sampling_offsets.weight.normal_(0, 2.0, generator=g)
         attn.attention_weights.weight.normal_(0, 1.0, generator=g)
@@ -189,6 +194,37 @@ def test_module_matches_reference_with_random_offsets():
     projected = [proj(v) for proj, v in zip(attn.value_proj, values, strict=True)]
     expected = attn.output_proj(deformable_sample_reference(projected, locations, weights))
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+
+
+def test_value_paths_agree_in_output_and_gradients():
+    """Sampling before projecting is exact: same output and same gradients as projecting first."""
+    g = _gen(8)
+    values = [torch.randn(2, 3, 12, 10, 14, generator=g), torch.randn(2, 16, 3, 3, 4, generator=g)]
+    query = torch.randn(2, 7, 16, generator=g)
+    ref = torch.rand(2, 7, 3, generator=g)
+    torch.manual_seed(0)
+    first = MSDeformAttn3D(16, 4, 2, 3, [3, 16], value_path="project_first")
+    with torch.no_grad():
+        first.sampling_offsets.weight.normal_(0, 1.0, generator=g)
+        first.attention_weights.weight.normal_(0, 1.0, generator=g)
+    second = MSDeformAttn3D(16, 4, 2, 3, [3, 16], value_path="sample_first")
+    second.load_state_dict(first.state_dict())
+    outs, grads = [], []
+    for attn in (first, second):
+        vals = [v.clone().requires_grad_() for v in values]
+        out = attn(query, ref, vals)
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append([v.grad for v in vals] + [p.grad for p in attn.parameters()])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_value_path_samples_large_thin_levels_first():
+    attn = MSDeformAttn3D(32, 4, 2, 2, [4, 64])
+    assert attn._sample_first(torch.zeros(1, 4, 32, 32, 32), num_queries=64)  # full-res skip
+    assert not attn._sample_first(torch.zeros(1, 64, 2, 2, 2), num_queries=64)  # coarse, wide level
 
 
 # ---------------------------------------------------------------- gradients, init, numerics, errors
@@ -241,7 +277,6 @@ def test_locations_stay_float32_under_bfloat16_autocast():
     with torch.no_grad():
         attn.sampling_offsets.bias.zero_()
         attn.value_proj[0].weight.copy_(torch.eye(4)[:, :, None, None, None])
-        attn.value_proj[0].bias.zero_()
         attn.output_proj.weight.copy_(torch.eye(4))
         attn.output_proj.bias.zero_()
     ref = voxel_centres(shape)[None]
