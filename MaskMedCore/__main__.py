@@ -4,4 +4,6 @@ import sys
 
 from MaskMedCore.cli import main
 
-sys.exit(main())
+# The guard matters: worker processes started with "spawn" import this module as __mp_main__.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from MaskMedCore.errors import MaskMedError
 
+# Read once at import (os.umask can only be read by setting it); files get 0o666 minus this.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; raise MaskMedError naming the path on failure."""
@@ -19,6 +23,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     fd, tmp = None, None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as fh:
             fd = None
             fh.write(data)

@@ -22,3 +22,32 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real test data not found at {path} (set MASKMED_SHARED_DATA to its folder)")
     return path
+
+
+# ---------------------------------------------------------------- pipeline fixtures (small, CPU)
+from pipeline_helpers import PHANTOM_PATCH, PHANTOM_SHAPE, quick_training_config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def phantom_dataset(tmp_path_factory) -> Path:
+    """A 4-case nnU-Net phantom dataset made by the project's own generator."""
+    from MaskMedCore.data.phantom import write_phantom_dataset
+
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "ds", 4, seed=0, shape=PHANTOM_SHAPE)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory, phantom_dataset) -> Path:
+    """A run folder trained for a few iterations (weights are barely trained: for plumbing tests)."""
+    from MaskMedCore.engine.trainer import train
+
+    root = tmp_path_factory.mktemp("quick_run")
+    train(
+        phantom_dataset,
+        root / "run",
+        quick_training_config(),
+        preprocessed_dir=root / "prep",
+        patch_size=PHANTOM_PATCH,
+        progress="none",
+    )
+    return root / "run"

@@ -1,0 +1,90 @@
+"""``maskmed plan``: validate a raw dataset, fingerprint it, plan it and fill the preprocessed cache.
+
+Writes ``fingerprint.json``, ``plan.json`` and the preprocessed cases into ``--out`` (default: the
+per-dataset cache folder, never the dataset folder). A second run on an unchanged dataset reuses
+the validation, the fingerprint and every preprocessed case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from MaskMedCore.commands.validate_dataset import check_workers
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("plan", help="validate, fingerprint, plan and preprocess a raw dataset")
+    p.add_argument("dataset", metavar="DIR", help="dataset folder with dataset.json")
+    p.add_argument("--out", metavar="PREPROCESSED_DIR", help="output folder (default: $MASKMED_PREPROCESSED/...)")
+    p.add_argument("--patch-size", type=int, nargs=3, metavar=("D", "H", "W"), help="patch instead of automatic")
+    p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory to size patch and batch for")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--no-preprocess", action="store_true", help="stop after writing plan.json")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from MaskMedCore.data.dataset import load_dataset
+    from MaskMedCore.data.fingerprint import compute_fingerprint
+    from MaskMedCore.data.planner import plan_dataset
+    from MaskMedCore.data.preprocessed_store import (
+        check_output_folder,
+        dataset_signature,
+        default_preprocessed_dir,
+        preprocess_dataset,
+    )
+    from MaskMedCore.data.validate import validate_dataset
+    from MaskMedCore.io_utils import atomic_write_text
+
+    workers = check_workers(args.workers)
+    dataset = load_dataset(args.dataset)
+    out = check_output_folder(dataset, args.out or default_preprocessed_dir(dataset.folder))
+    fingerprint_path = out / "fingerprint.json"
+    signature = dataset_signature(dataset)
+    fingerprint = _cached_fingerprint(fingerprint_path, signature)
+    if fingerprint is not None:
+        print(f"dataset unchanged since {fingerprint_path} was written: reusing its validation and fingerprint")
+    else:
+        problems = validate_dataset(dataset, workers=workers)
+        if problems:
+            for problem in problems:
+                print(problem)
+            print(f"stopping: {len(problems)} problem(s) in {dataset.folder}; fix them first")
+            return 1
+        fingerprint = compute_fingerprint(dataset, workers=workers)
+        fingerprint["inputs_sha256"] = signature
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(fingerprint_path, json.dumps(fingerprint, indent=1) + "\n")
+        print(f"fingerprint: {fingerprint_path}")
+
+    plan = plan_dataset(
+        dataset,
+        fingerprint,
+        gpu_memory_gb=args.gpu_memory_gb,
+        patch_size=tuple(args.patch_size) if args.patch_size else None,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "plan.json", plan.to_json() + "\n")
+    print(
+        f"plan: {out / 'plan.json'} (spacing {list(plan.target_spacing)}, patch {list(plan.patch_size)}, "
+        f"batch {plan.batch_size}, {len(plan.strides)} stages, normalisation "
+        f"{[n.scheme for n in plan.normalization]})"
+    )
+    if args.no_preprocess:
+        return 0
+    summary = preprocess_dataset(dataset, plan, out, workers=workers, progress=True)
+    print(
+        f"preprocessed: {out} ({len(summary.case_ids)} case(s): {len(summary.computed)} computed, "
+        f"{len(summary.reused)} reused)"
+    )
+    return 0
+
+
+def _cached_fingerprint(path: Path, signature: str) -> dict | None:
+    try:
+        fingerprint = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return fingerprint if isinstance(fingerprint, dict) and fingerprint.get("inputs_sha256") == signature else None

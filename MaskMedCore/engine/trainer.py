@@ -1,0 +1,416 @@
+"""The training loop (MaskMed appendix C on nnU-Net v2's trainer).
+
+SGD (Nesterov, momentum 0.99, weight decay 3e-5) over two parameter groups (CNN and
+Transformer, LR ratio 1 : 0.1) with per-group poly decay; deep supervision; gradient clipping;
+AMP on CUDA; patches from background workers, augmented on the training device; validation
+pseudo-Dice every few epochs with the best checkpoint chosen on its moving average; atomic
+``checkpoint_latest.pt`` (every epoch, and on stop) and ``checkpoint_best.pt``; resumable at any
+iteration; DDP when launched by ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from MaskMedCore.config.loss_config import LossConfig
+from MaskMedCore.config.training_config import TrainingConfig
+from MaskMedCore.engine.checkpoint import load_checkpoint, save_checkpoint
+from MaskMedCore.engine.distributed import DistributedContext, init_distributed, shutdown_distributed
+from MaskMedCore.engine.lr_schedule import PerGroupPolyLR
+from MaskMedCore.engine.progress import ProgressReporter
+from MaskMedCore.engine.pseudo_dice import PseudoDice
+from MaskMedCore.engine.rng_state import capture_rng, restore_rng
+from MaskMedCore.engine.train_setup import load_split_cases, prepare_plan
+from MaskMedCore.errors import CheckpointError, ConfigError
+from MaskMedCore.io_utils import atomic_write_text
+
+LATEST, BEST = "checkpoint_latest.pt", "checkpoint_best.pt"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    iterations_done: int
+    best_val_mean_dice: float | None
+    stopped_early: bool
+    stop_reason: str | None = None
+    parameter_digest: str = ""  # sha256 of this rank's final parameters (DDP ranks must agree)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is 'cuda' but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM, by ``cancel()``, or by the time limit; checked after every iteration."""
+
+    def __init__(self, cancel: Callable[[], bool] | None) -> None:
+        self.cancel = cancel
+        self.reason: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.reason = f"received signal {signal.Signals(signum).name}"
+
+    def check(self) -> bool:
+        if self.reason is None and self.cancel is not None and self.cancel():
+            self.reason = "cancelled"
+        return self.reason is not None
+
+
+def train(
+    dataset_dir: str | Path,
+    run_dir: str | Path,
+    config: TrainingConfig,
+    *,
+    preprocessed_dir: str | Path | None = None,
+    patch_size: tuple[int, int, int] | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    loss_config: LossConfig | None = None,
+    progress: str = "bar",
+    resume: bool = False,
+    cancel: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train MaskMed on a raw dataset folder; write checkpoints and logs to ``run_dir``.
+
+    Args:
+        dataset_dir: nnU-Net v2 or MSD raw dataset.
+        run_dir: output folder (created; an existing run is only continued with ``resume``).
+        config: training recipe (on resume, the run's saved recipe is used; only ``device``,
+            ``num_workers`` and ``max_minutes`` may change).
+        preprocessed_dir: cache folder of the plan and preprocessed cases (default: per dataset under
+            ``~/.cache/maskmed``).
+        patch_size: plan this patch instead of the automatic one (first planning only).
+        model_overrides: ModelConfig fields to change from the preset (ablations).
+        loss_config: loss weights and options.
+        progress: ``bar``, ``json`` or ``none``.
+        resume: continue ``run_dir`` from its latest checkpoint (same LR schedule and step count).
+        cancel: polled after every iteration; True stops with a resumable checkpoint.
+    """
+    run_dir = Path(run_dir)
+    latest_path = run_dir / LATEST
+    checkpoint = None
+    if resume:
+        if not latest_path.is_file():
+            raise CheckpointError(f"cannot resume: {latest_path} does not exist")
+        checkpoint = load_checkpoint(latest_path)
+        saved = TrainingConfig.from_json(checkpoint.training_config_json, source=f"{latest_path}: training_config")
+        config = saved.replace(device=config.device, num_workers=config.num_workers, max_minutes=config.max_minutes)
+        loss_config = checkpoint.loss_config
+    elif latest_path.exists():
+        raise ConfigError(
+            f"{run_dir} already holds a training run ({LATEST}); pass --resume to continue it or choose another --out"
+        )
+    device = resolve_device(config.device)
+    ctx = init_distributed(device.type)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    try:
+        return _run(
+            dataset_dir,
+            run_dir,
+            config,
+            device,
+            ctx,
+            preprocessed_dir,
+            patch_size,
+            model_overrides,
+            loss_config or LossConfig(),
+            progress,
+            checkpoint,
+            cancel,
+        )
+    finally:
+        shutdown_distributed(ctx)
+
+
+def _run(
+    dataset_dir,
+    run_dir,
+    config,
+    device,
+    ctx,
+    preprocessed_dir,
+    patch_size,
+    model_overrides,
+    loss_config,
+    progress_mode,
+    checkpoint,
+    cancel,
+) -> TrainResult:
+    from MaskMedCore.losses.build import build_criterion
+    from MaskMedCore.models.build import build_model
+
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    plan, folder, case_ids = prepare_plan(Path(dataset_dir), preprocessed_dir, ctx, patch_size, progress=ctx.is_main)
+    if checkpoint is not None and checkpoint.plan != plan:
+        raise CheckpointError(
+            f"the dataset's plan in {folder} differs from the plan this run was trained with; "
+            "resume with the same --preprocessed folder"
+        )
+    train_cases, val_cases = load_split_cases(folder, case_ids, run_dir, config, ctx)
+    model_cfg = checkpoint.model_config if checkpoint else plan.model_config(config.preset, **(model_overrides or {}))
+    batch_size = config.batch_size or plan.batch_size
+
+    torch.manual_seed(config.seed)
+    model = build_model(model_cfg).to(device)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint.model_state)
+    optimizer = torch.optim.SGD(
+        model.param_groups(config.initial_lr, config.transformer_lr_ratio, config.weight_decay),
+        lr=config.initial_lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+    )
+    scheduler = PerGroupPolyLR(optimizer, config.initial_lr, config.epochs, config.poly_exponent)
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    net = (
+        torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if ctx.enabled
+        else model
+    )  # noqa: E501
+    criterion = build_criterion(model_cfg, loss_config, reduce_num_masks=ctx.all_reduce_mean if ctx.enabled else None)
+
+    aug_gen = torch.Generator().manual_seed(config.seed * 1000 + ctx.rank)
+    np_rng = np.random.default_rng([config.seed, ctx.rank])
+    state = dict(epoch=0, epoch_iteration=0, iteration=0, best_ema=-math.inf, ema=None, history=[])
+    if checkpoint is not None:
+        ts = checkpoint.training_state
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+        if ts.get("grad_scaler"):
+            scaler.load_state_dict(ts["grad_scaler"])
+        restore_rng(ts["rng"], aug_gen, np_rng)
+        state.update({k: ts[k] for k in ("epoch", "epoch_iteration", "iteration", "best_ema", "ema", "history")})
+
+    if ctx.is_main:
+        for name, text in (
+            ("plan.json", plan.to_json()),
+            ("model_config.json", model_cfg.to_json()),
+            ("training_config.json", config.to_json()),
+            ("loss_config.json", loss_config.to_json()),
+        ):
+            atomic_write_text(run_dir / name, text + "\n")
+
+    def save(path: Path) -> None:
+        training_state = {
+            **{k: state[k] for k in ("epoch", "epoch_iteration", "iteration", "best_ema", "ema", "history")},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "grad_scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "rng": capture_rng(aug_gen, np_rng),
+        }
+        save_checkpoint(
+            path,
+            model=model,
+            model_config=model_cfg,
+            plan=plan,
+            loss_config=loss_config,
+            training_config_json=config.to_json(),
+            training_state=training_state,
+        )
+
+    reporter = ProgressReporter(
+        progress_mode if ctx.is_main else "none",
+        config.total_iterations,
+        state["iteration"],
+        log_path=run_dir / "train.log" if ctx.is_main else None,
+    )
+    loader, augmenter = _make_loader(train_cases, plan, config, batch_size, ctx, state)
+    start = time.monotonic()
+    stopped = False
+    try:
+        with _StopFlag(cancel) as stop, loader:
+            batches = iter(loader)
+            while state["epoch"] < config.epochs:
+                epoch = state["epoch"]
+                scheduler.step(epoch)
+                net.train()
+                model.deep_supervision = True
+                losses = []
+                while state["epoch_iteration"] < config.iterations_per_epoch:
+                    loss, terms = _train_step(
+                        net,
+                        criterion,
+                        optimizer,
+                        scaler,
+                        augmenter,
+                        batches,
+                        device,
+                        use_amp,
+                        amp_dtype,
+                        config.grad_clip,
+                        aug_gen,
+                    )
+                    losses.append(loss)
+                    state["epoch_iteration"] += 1
+                    state["iteration"] += 1
+                    last = state["epoch_iteration"] == config.iterations_per_epoch
+                    reporter.iteration(epoch, state["iteration"], loss, terms, optimizer.param_groups[0]["lr"], last)
+                    over_time = config.max_minutes is not None and time.monotonic() - start > 60 * config.max_minutes
+                    if over_time and stop.reason is None:
+                        stop.reason = f"reached --max-minutes {config.max_minutes}"
+                    if _any_rank(stop.check(), ctx):
+                        break
+                if state["epoch_iteration"] < config.iterations_per_epoch:  # stopped mid-epoch
+                    stopped = True
+                    if ctx.is_main:
+                        save(run_dir / LATEST)
+                        reporter.message(f"stopped ({stop.reason}); checkpoint saved, continue with --resume")
+                    break
+                val_dice = None
+                if val_cases and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+                    val_dice = _validate(model, val_cases, plan, config, batch_size, device, ctx, epoch)
+                state["epoch"] += 1
+                state["epoch_iteration"] = 0
+                mean_loss = float(np.mean(losses)) if losses else float("nan")
+                named = (
+                    None
+                    if val_dice is None
+                    else {plan.label_names[k + 1]: d for k, d in enumerate(val_dice) if d is not None}
+                )  # noqa: E501
+                state["history"].append({"epoch": epoch, "train_loss": mean_loss, "val_dice": named})
+                if ctx.is_main:
+                    save(run_dir / LATEST)
+                    if named:
+                        mean = float(np.mean(list(named.values())))
+                        state["ema"] = mean if state["ema"] is None else 0.9 * state["ema"] + 0.1 * mean
+                        if state["ema"] > state["best_ema"]:
+                            state["best_ema"] = state["ema"]
+                            save(run_dir / BEST)
+                    elif not val_cases:
+                        save(run_dir / BEST)  # no validation (fold -1): the latest is the best we know
+                    reporter.epoch(epoch, state["iteration"], mean_loss, optimizer.param_groups[0]["lr"], named)
+    finally:
+        reporter.done(epochs_done=state["epoch"], iterations_done=state["iteration"], stopped_early=stopped)
+        reporter.close()
+    best = None if state["best_ema"] == -math.inf else float(state["best_ema"])
+    reason = stop.reason if stopped else None
+    return TrainResult(
+        run_dir, state["epoch"], state["iteration"], best, stopped, reason, parameter_digest(model), state["history"]
+    )
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter's bytes, in name order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(p.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _any_rank(flag: bool, ctx: DistributedContext) -> bool:
+    """Stop decisions must be collective under DDP, or ranks would wait on each other forever."""
+    if not ctx.enabled:
+        return flag
+    return bool(ctx.all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
+
+
+def _make_loader(train_cases, plan, config: TrainingConfig, batch_size: int, ctx, state):
+    from MaskMedCore.config.augmentation_config import AugmentationConfig, needs_dummy_2d
+    from MaskMedCore.data.augmentation import Augmenter
+    from MaskMedCore.data.loader import BatchLoader
+    from MaskMedCore.data.sampling import PatchSampler, augmentation_sample_size
+
+    patch = plan.patch_size
+    aug_cfg = AugmentationConfig(dummy_2d=needs_dummy_2d(patch), enabled=config.augment)
+    # nnU-Net's per-axis enlargement: far cheaper crops than covering composed rotations.
+    sample_size = augmentation_sample_size(aug_cfg, patch, composed_rotations=False)
+    sampler = PatchSampler(train_cases, patch, sample_size, batch_size, config.oversample_foreground)
+    # A resumed run continues with a fresh but deterministic stream of patches.
+    seed = (config.seed * 1_000_003 + state["epoch"] * 10_007 + state["epoch_iteration"]) % 2**31
+    loader = BatchLoader(sampler, num_workers=config.num_workers, seed=seed, rank=ctx.rank)
+    augmenter = Augmenter(aug_cfg, patch) if config.augment else None
+    return loader, augmenter
+
+
+def _train_step(
+    net, criterion, optimizer, scaler, augmenter, batches: Iterator, device, use_amp, amp_dtype, grad_clip, gen
+) -> tuple[float, dict[str, float]]:
+    images, labels = next(batches)
+    images = images.to(device, non_blocking=True)
+    labels = labels.to(device, non_blocking=True)
+    if augmenter is not None:  # without augmentation the sampler already delivers final-size patches
+        images, labels = augmenter(images, labels, generator=gen)
+    optimizer.zero_grad(set_to_none=True)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+    with autocast:
+        out = net(images)
+    result = criterion(out, labels.long(), generator=gen)
+    if scaler.is_enabled():
+        scaler.scale(result.total).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        result.total.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        optimizer.step()
+    return result.terms["total"], result.terms
+
+
+@torch.no_grad()
+def _validate(model, val_cases, plan, config: TrainingConfig, batch_size, device, ctx, epoch) -> list[float | None]:
+    """Pseudo-Dice on random validation patches (foreground-oversampled, no augmentation)."""
+    from MaskMedCore.data.sampling import PatchSampler
+    from MaskMedCore.models.outputs import semantic_probs
+
+    model.eval()
+    model.deep_supervision = False
+    sampler = PatchSampler(val_cases, plan.patch_size, plan.patch_size, batch_size, config.oversample_foreground)
+    rng = np.random.default_rng([config.seed, epoch, ctx.rank, 7])
+    meter = PseudoDice(plan.num_classes, device)
+    rounds = max(1, math.ceil(config.val_iterations / ctx.world_size))
+    for _ in range(rounds):
+        images, labels = sampler.sample_batch(rng)
+        x = torch.from_numpy(images).to(device)
+        pred = semantic_probs(model(x)).argmax(1)
+        meter.update(pred, torch.from_numpy(labels.astype(np.int64)).to(device))
+    counts = ctx.all_reduce_sum(meter.counts.cpu()) if ctx.enabled else meter.counts
+    model.train()
+    model.deep_supervision = True
+    return meter.dice(counts)
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """Epoch events of a run's log (for reports and the Slicer plot)."""
+    log = Path(run_dir) / "train.log"
+    if not log.is_file():
+        return []
+    events = (json.loads(line) for line in log.read_text().splitlines() if line.strip())
+    return [e for e in events if e.get("event") == "epoch"]
