@@ -22,6 +22,13 @@ _LAZY = {
     "LossConfig": ("MaskMedCore.config.loss_config", "LossConfig"),
     "build_criterion": ("MaskMedCore.losses.build", "build_criterion"),
     "HungarianMatcher": ("MaskMedCore.losses.matcher", "HungarianMatcher"),
+    "Predictor": ("MaskMedCore.inference.predictor", "Predictor"),
+    "Prediction": ("MaskMedCore.inference.predictor", "Prediction"),
+    "load_checkpoint": ("MaskMedCore.engine.checkpoint", "load_checkpoint"),
+    "train": ("MaskMedCore.engine.trainer", "train"),
+    "TrainingConfig": ("MaskMedCore.config.training_config", "TrainingConfig"),
+    "PlanConfig": ("MaskMedCore.config.plan_config", "PlanConfig"),
+    "generate_phantom": ("MaskMedCore.data.phantom", "generate_phantom"),
 }
 
 

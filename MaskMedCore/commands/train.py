@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("--val-iterations", type=int, default=50)
     p.add_argument("--val-every", type=int, default=5)
     p.add_argument("--lr", type=float, default=1e-3, help="initial LR of the CNN (paper: 1e-3; nnU-Net: 1e-2)")
+    p.add_argument("--transformer-lr-ratio", type=float, default=0.1, help="Transformer : CNN LR (paper: 0.1)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd (paper) or adamw")
+    p.add_argument("--no-mirroring", action="store_true", help="no mirror augmentation (left/right labels)")
     p.add_argument("--batch-size", type=int, help="patches per iteration (default: the plan's)")
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("D", "H", "W"), help="plan this patch (first run)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
@@ -44,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         val_iterations=args.val_iterations,
         val_every=args.val_every,
         initial_lr=args.lr,
+        transformer_lr_ratio=args.transformer_lr_ratio,
+        optimizer=args.optimizer,
+        mirror_axes=() if args.no_mirroring else (0, 1, 2),
         batch_size=args.batch_size,
         fold=args.fold,
         seed=args.seed,

@@ -18,13 +18,11 @@ Conventions:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from MaskMedCore.config.validation import reject_unknown_keys
+from MaskMedCore.config.json_config import JsonConfig
 from MaskMedCore.errors import ConfigError
 
 DUMMY_2D_ANISOTROPY = 3.0
@@ -66,7 +64,7 @@ def _check_range(name: str, value: Any, low: float, high: float, low_open: bool 
 
 
 @dataclass(frozen=True)
-class AugmentationConfig:
+class AugmentationConfig(JsonConfig):
     """Training-time augmentation (``MaskMedCore.data.augmentation.Augmenter``).
 
     Attributes:
@@ -107,6 +105,8 @@ class AugmentationConfig:
         mirror_axes: spatial axes (0 = D, 1 = H, 2 = W) that may be flipped.
         mirror_p: probability of flipping each of ``mirror_axes``, independently.
     """
+
+    config_name: ClassVar[str] = "augmentation config"
 
     enabled: bool = True
     dummy_2d: bool = False
@@ -178,36 +178,6 @@ class AugmentationConfig:
     def rotation_range(self) -> Range:
         """The angle range in degrees that applies: about axis 0 with ``dummy_2d``, per axis otherwise."""
         return self.rotation_degrees_dummy_2d if self.dummy_2d else self.rotation_degrees
-
-    # ------------------------------------------------------------------ JSON
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "augmentation config") -> AugmentationConfig:
-        """Build from a dict (e.g. parsed JSON); unknown keys are rejected by name."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        reject_unknown_keys(data, cls, source)
-        try:
-            return cls(**data)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "augmentation config") -> AugmentationConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, source)
-
-    def replace(self, **changes: Any) -> AugmentationConfig:
-        reject_unknown_keys(changes, type(self), "AugmentationConfig.replace")
-        return dataclasses.replace(self, **changes)
 
     def without_randomness(self) -> AugmentationConfig:
         """This config with every probability 0: the augmenter becomes a plain centre crop."""

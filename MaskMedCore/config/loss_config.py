@@ -12,14 +12,12 @@ and ``coupled_dice_smooth`` apply to them.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from MaskMedCore.config.validation import check_choice, check_positive_int, reject_unknown_keys
+from MaskMedCore.config.json_config import JsonConfig
+from MaskMedCore.config.validation import check_choice, check_positive_int
 from MaskMedCore.errors import ConfigError
 
 MATCHING_MODES = ("final", "per_stage")
@@ -39,7 +37,7 @@ def _check_float(name: str, value: Any, low: float, high: float, low_open: bool 
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(JsonConfig):
     """Weights and options of the MaskMed criterion (``MaskMedCore.build_criterion``).
 
     Attributes:
@@ -61,6 +59,8 @@ class LossConfig:
             weight.
         coupled_dice_smooth: smoothing term of the coupled heads' soft Dice (nnU-Net: 1e-5).
     """
+
+    config_name: ClassVar[str] = "loss config"
 
     class_weight: float = 2.0
     bce_weight: float = 10.0
@@ -104,28 +104,3 @@ class LossConfig:
         )
 
     # ------------------------------------------------------------------ JSON
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "loss config") -> LossConfig:
-        """Build from a dict (e.g. parsed JSON); unknown keys are rejected by name."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        reject_unknown_keys(data, cls, source)
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "loss config") -> LossConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, source)
-
-    def replace(self, **changes: Any) -> LossConfig:
-        reject_unknown_keys(changes, type(self), "LossConfig.replace")
-        return dataclasses.replace(self, **changes)

@@ -11,12 +11,10 @@ code paths:
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from MaskMedCore.config.json_config import JsonConfig
 from MaskMedCore.config.validation import (
     check_choice,
     check_positive_int,
@@ -41,7 +39,7 @@ def default_features(n_stages: int, base: int = 32, cap: int = 320) -> tuple[int
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Everything needed to build a MaskMed network (``MaskMedCore.build_model``).
 
     Shapes: the network takes ``(B, C, D, H, W)`` with ``C = in_channels`` and predicts
@@ -78,6 +76,8 @@ class ModelConfig:
         deep_supervision: return predictions of every decoder stage (training) or only the
             finest (inference). Changes outputs, never the state dict.
     """
+
+    config_name: ClassVar[str] = "model config"
 
     in_channels: int
     num_classes: int
@@ -212,40 +212,6 @@ class ModelConfig:
                 f"input size {tuple(spatial)} is not divisible by the UNet's total stride {total}: "
                 f"{', '.join(bad)}; pad or crop the patch to a multiple"
             )
-
-    # ------------------------------------------------------------------ JSON
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["kernel_sizes"] = [list(k) for k in self.kernel_sizes]
-        d["strides"] = [list(s) for s in self.strides]
-        d["features_per_stage"] = list(self.features_per_stage)
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "model config") -> ModelConfig:
-        """Build from a dict (e.g. parsed JSON); unknown keys are rejected by name."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        reject_unknown_keys(data, cls, source)
-        try:
-            return cls(**data)
-        except TypeError as exc:  # missing required fields
-            raise ConfigError(f"{source}: {exc}") from None
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "model config") -> ModelConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, source)
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        reject_unknown_keys(changes, type(self), "ModelConfig.replace")
-        return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ presets
     @classmethod

@@ -10,14 +10,13 @@ All per-axis values are in array order ``(D, H, W)`` = (z, y, x) of the SimpleIT
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from MaskMedCore.config.json_config import JsonConfig
 from MaskMedCore.config.model_config import ModelConfig
-from MaskMedCore.config.validation import check_choice, check_positive_int, check_triplets, reject_unknown_keys
+from MaskMedCore.config.validation import check_choice, check_positive_int, check_triplets
 from MaskMedCore.errors import ConfigError
 
 NORMALIZATION_SCHEMES = ("ct", "zscore", "none")
@@ -51,7 +50,7 @@ class ChannelNormalization:
 
 
 @dataclass(frozen=True)
-class PlanConfig:
+class PlanConfig(JsonConfig):
     """Attributes:
     dataset_name: name from dataset.json (or the folder name).
     channel_names: one name per input channel, in channel order (e.g. ("FLAIR", "T1c")).
@@ -68,6 +67,8 @@ class PlanConfig:
     crop_to_nonzero: whether cases are cropped to the bounding box of non-zero voxels.
     format_version: plan format version.
     """
+
+    config_name: ClassVar[str] = "plan"
 
     dataset_name: str
     channel_names: tuple[str, ...]
@@ -153,34 +154,3 @@ class PlanConfig:
         return ModelConfig.preset(preset, len(self.channel_names), self.num_classes, **base)
 
     # ------------------------------------------------------------------ JSON
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for key in ("target_spacing", "patch_size", "median_shape", "features_per_stage", "channel_names"):
-            d[key] = list(d[key])
-        d["kernel_sizes"] = [list(k) for k in self.kernel_sizes]
-        d["strides"] = [list(s) for s in self.strides]
-        d["normalization"] = [dataclasses.asdict(n) for n in self.normalization]
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "plan") -> PlanConfig:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        reject_unknown_keys(data, cls, source)
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "plan") -> PlanConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, source)

@@ -185,12 +185,7 @@ def _run(
     model = build_model(model_cfg).to(device)
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model_state)
-    optimizer = torch.optim.SGD(
-        model.param_groups(config.initial_lr, config.transformer_lr_ratio, config.weight_decay),
-        lr=config.initial_lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-    )
+    optimizer = build_optimizer(model, config)
     scheduler = PerGroupPolyLR(optimizer, config.initial_lr, config.epochs, config.poly_exponent)
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -333,6 +328,14 @@ def parameter_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    """SGD (paper) or AdamW over the CNN and Transformer groups (each with its ``lr_scale``)."""
+    groups = model.param_groups(config.initial_lr, config.transformer_lr_ratio, config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.initial_lr)
+    return torch.optim.SGD(groups, lr=config.initial_lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
 def _any_rank(flag: bool, ctx: DistributedContext) -> bool:
     """Stop decisions must be collective under DDP, or ranks would wait on each other forever."""
     if not ctx.enabled:
@@ -347,7 +350,9 @@ def _make_loader(train_cases, plan, config: TrainingConfig, batch_size: int, ctx
     from MaskMedCore.data.sampling import PatchSampler, augmentation_sample_size
 
     patch = plan.patch_size
-    aug_cfg = AugmentationConfig(dummy_2d=needs_dummy_2d(patch), enabled=config.augment)
+    aug_cfg = AugmentationConfig(
+        dummy_2d=needs_dummy_2d(patch), enabled=config.augment, mirror_axes=tuple(config.mirror_axes)
+    )
     # nnU-Net's per-axis enlargement: far cheaper crops than covering composed rotations.
     sample_size = augmentation_sample_size(aug_cfg, patch, composed_rotations=False)
     sampler = PatchSampler(train_cases, patch, sample_size, batch_size, config.oversample_foreground)

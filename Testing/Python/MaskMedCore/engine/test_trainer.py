@@ -171,3 +171,12 @@ def test_checkpoint_weights_are_plain_data(quick_run):
     data = torch.load(quick_run / "checkpoint_best.pt", weights_only=True)
     assert isinstance(data["model_state"], dict)
     assert os.path.getsize(quick_run / "checkpoint_best.pt") < 20_000_000
+
+
+def test_train_command_bad_dataset_exits_2(tmp_path, capsys):
+    from MaskMedCore.cli import main
+
+    assert main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0]
+    assert not (tmp_path / "run").exists()
