@@ -169,9 +169,11 @@ def _run(
     from MaskMedCore.losses.build import build_criterion
     from MaskMedCore.models.build import build_model
 
+    # The run folder is created only once the dataset has been read and planned: bad input leaves nothing behind.
+    plan, folder, case_ids = prepare_plan(Path(dataset_dir), preprocessed_dir, ctx, patch_size, progress=ctx.is_main)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    plan, folder, case_ids = prepare_plan(Path(dataset_dir), preprocessed_dir, ctx, patch_size, progress=ctx.is_main)
+    ctx.barrier()
     if checkpoint is not None and checkpoint.plan != plan:
         raise CheckpointError(
             f"the dataset's plan in {folder} differs from the plan this run was trained with; "
