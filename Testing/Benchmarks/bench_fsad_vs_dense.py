@@ -223,9 +223,9 @@ def render(payload: dict, started: float, info: dict) -> str:
                 ],
                 fit_rows,
             ),
-            f"**Target: FSAD memory linear — {bh.met(linear_ok)}** (k = {linear:.2f}). "
-            f"**FSAD ≤ {TARGET_FRACTION:.0%} of dense attention at the largest size dense fits — "
-            f"{bh.met(None if fraction is None else fraction <= TARGET_FRACTION)}** ({text_fraction}).\n",
+            f"Target: FSAD memory linear — {bh.met(linear_ok)} (k = {linear:.2f}). "
+            f"Target: FSAD ≤ {TARGET_FRACTION:.0%} of dense attention at the largest size dense fits — "
+            f"{bh.met(None if fraction is None else fraction <= TARGET_FRACTION)} ({text_fraction}).\n",
         ]
     )
 

@@ -262,7 +262,7 @@ def render(payload: dict, started: float, info: dict) -> str:
         bh.table(
             ["row", "params", "step s", "× nnU-Net", "step peak MiB", "× nnU-Net", "TFLOP/s (% of peak)"], table_rows
         ),
-        f"**Target: MaskMed step ≤ {TARGET_RATIO}× nnU-Net's network — {bh.met(flag)}** (measured {ratio:.2f}×).\n",
+        f"Target: MaskMed step ≤ {TARGET_RATIO}× nnU-Net's network — {bh.met(flag)} (measured {ratio:.2f}×).\n",
     ]
     return "\n".join(text)
 
