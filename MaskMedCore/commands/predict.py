@@ -30,7 +30,12 @@ def register(subparsers) -> None:
     p.add_argument("--save-queries", action="store_true", help="write each query's mask probability map")
     p.add_argument("--save-embeddings", action="store_true", help="write class/mask embeddings (.npz)")
     p.add_argument("--output-format", help="file ending of the outputs (default: the input's), e.g. .nii.gz")
-    p.add_argument("--tile-batch", type=int, default=2, help="sliding-window tiles per network call")
+    p.add_argument(
+        "--tile-batch",
+        type=int,
+        default=None,
+        help="sliding-window tiles per network call (default: 2 on GPU; 1 on CPU unless the tile is small)",
+    )
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
     p.set_defaults(func=run)
 

@@ -109,11 +109,31 @@ class Prediction:
         return written
 
 
+# PyTorch (aten/src/ATen/native/Convolution.cpp, ``use_mkldnn``) runs a batch-1 CPU convolution with
+# a kernel of at most 3x3 on oneDNN only when N*C*D*H of its input exceeds this; below it falls back
+# to ``slow_conv3d``, ~4x slower (measured on the tiny preset's 8-channel 32x64x64 first stage).
+_ONEDNN_BATCH1_MIN_NCDH = 20480
+
+
+def default_tile_batch(device: torch.device, first_stage_features: int, patch_size: Sequence[int]) -> int:
+    """Tiles per network call when the caller does not say.
+
+    GPU: 2. CPU: 1, as nnU-Net does: the peak RAM is about half that of 2, and with the FSAD
+    sampler using every thread at batch 1 the paper network runs as fast (BENCHMARKS.md). Small
+    tiles whose first stage would drop PyTorch's batch-1 convolutions off oneDNN get 2; their
+    activations are small anyway.
+    """
+    if device.type != "cpu":
+        return 2
+    ncdh = first_stage_features * patch_size[0] * patch_size[1]
+    return 1 if ncdh > _ONEDNN_BATCH1_MIN_NCDH else 2
+
+
 class Predictor:
     """Args:
     checkpoint: a loaded checkpoint.
     device: ``auto``, ``cuda``, ``cpu`` or a torch device.
-    tile_batch_size: tiles per network call (>= 2 keeps CPU convolutions on their fast path).
+    tile_batch_size: tiles per network call; ``None`` picks :func:`default_tile_batch`.
     overlap: sliding-window overlap (nnU-Net: 0.5).
     tta: mirroring test-time augmentation over all three axes.
     """
@@ -122,7 +142,7 @@ class Predictor:
         self,
         checkpoint: Checkpoint,
         device: str | torch.device = "auto",
-        tile_batch_size: int = 2,
+        tile_batch_size: int | None = None,
         overlap: float = 0.5,
         tta: bool = False,
     ) -> None:
@@ -131,6 +151,10 @@ class Predictor:
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.model = checkpoint.build_model(self.device)
         self.model.deep_supervision = False
+        if tile_batch_size is None:
+            tile_batch_size = default_tile_batch(
+                self.device, checkpoint.model_config.features_per_stage[0], self.plan.patch_size
+            )
         self.tile_batch_size = tile_batch_size
         self.overlap = overlap
         self.tta = tta

@@ -247,8 +247,8 @@ def sliding_window_predict(
         overlap: fraction of the patch shared by neighbouring tiles, in [0, 1) (nnU-Net: 0.5).
         gaussian_sigma_scale: σ of the importance map as a fraction of the patch (nnU-Net: 1/8);
             ``None`` weights every tile voxel equally.
-        tile_batch_size: tiles per ``predict_fn`` call (B). On the CPU keep it >= 2: PyTorch's CPU
-            Conv3d picks a much slower kernel for some batch-1 inputs.
+        tile_batch_size: tiles per ``predict_fn`` call (B). Peak memory grows with it; on the CPU
+            MaskMed's network is as fast at 1 as at 2 (BENCHMARKS.md), so ``Predictor`` uses 1 there.
         mirror_axes: spatial axes (0=D, 1=H, 2=W) to mirror; every subset of them is predicted and
             the flipped-back predictions are averaged (2**len passes per tile, nnU-Net's scheme).
         device: where ``predict_fn`` runs.

@@ -85,6 +85,45 @@ def deformable_sample(values: Sequence[Tensor], locations: Tensor, weights: Tens
         return out.reshape(B, C, Q).transpose(1, 2)
 
 
+def _sample_points(value: Tensor, grid: Tensor) -> Tensor:
+    """``F.grid_sample(value, grid)`` (trilinear, zeros outside), using every CPU thread.
+
+    PyTorch's CPU 3D grid_sample runs its batch items in parallel and each item on one thread,
+    so at batch 1 (sliding-window inference, one tile per call) it used one core only. Without
+    autograd, each item's points are split into one chunk per thread, sampled from the same map
+    (an ``expand``: a stride-0 view, nothing copied) and put back in order: same numbers, about
+    ``threads`` times faster on the CPU. With autograd the plain call is kept: the backward of an
+    expanded input would allocate one full-size gradient per chunk.
+
+    Args:
+        value: (B, C, D, H, W).
+        grid: (B, 1, N, P, 3) locations in [-1, 1], ordered (x, y, z).
+
+    Returns:
+        (B, C, 1, N, P).
+    """
+    B, _, N, P, _ = grid.shape
+    chunks = torch.get_num_threads() // B if value.device.type == "cpu" else 1
+    needs_grad = torch.is_grad_enabled() and (value.requires_grad or grid.requires_grad)
+    if chunks < 2 or needs_grad or N < 2 * chunks:
+        return F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    per_chunk = -(-N // chunks)
+    # Pad the point list to chunks * per_chunk with a location outside the map (reads zeros).
+    padded = F.pad(grid, (0, 0, 0, 0, 0, chunks * per_chunk - N), value=2.0)
+    items = []
+    for b in range(B):
+        split = padded[b].reshape(chunks, 1, per_chunk, P, 3)
+        out = F.grid_sample(
+            value[b : b + 1].expand(chunks, -1, -1, -1, -1),
+            split,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )  # (chunks, C, 1, per_chunk, P)
+        items.append(out.permute(1, 2, 0, 3, 4).reshape(1, value.shape[1], 1, chunks * per_chunk, P)[..., :N, :])
+    return torch.cat(items) if B > 1 else items[0]
+
+
 def deformable_sample_then_project(
     values: Sequence[Tensor], projections: Sequence[Tensor], locations: Tensor, weights: Tensor
 ) -> Tensor:
@@ -113,7 +152,7 @@ def deformable_sample_then_project(
             C_l = value.shape[1]
             # (B, Q, M, P, 3) -> (B, 1, M*Q, P, 3): all heads' points in one "volume" per sample.
             grid = (2 * locations[:, :, :, lvl].to(dtype) - 1).permute(0, 2, 1, 3, 4).reshape(B, 1, M * Q, P, 3)
-            sampled = F.grid_sample(value.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            sampled = _sample_points(value.to(dtype), grid)
             # (B, C_l, 1, M*Q, P) -> (B, C_l, M, Q, P); weight by attention and sum over P first.
             attn = weights[:, :, :, lvl].to(dtype).permute(0, 2, 1, 3)  # (B, Q, M, P) -> (B, M, Q, P)
             pooled = (sampled.view(B, C_l, M, Q, P) * attn[:, None]).sum(-1)  # (B, C_l, M, Q)

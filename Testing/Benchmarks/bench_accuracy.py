@@ -12,8 +12,9 @@ Why it is built this way:
 - *nnU-Net v2 itself as the external baseline* (``accuracy_nnunet``): trained by the ``nnunetv2``
   package on the same files with the same spacing, patch, batch, UNet topology and budget, so a gap
   between it and the point-wise row is a pipeline gap, not an architecture gap.
-- *One child process per (task, row, seed)* (``bench_harness.run_child``): a failing or
-  out-of-memory run becomes an error cell, and every run starts from the same process state.
+- *One child process per (task, row)* (``bench_harness.run_child``), training its seeds one after
+  another (nnU-Net: one per seed): a failing or out-of-memory row becomes an error cell without
+  taking the others down, and a failing seed becomes an error cell of its own.
 - *Seeds*: ``TrainingConfig.seed`` (initialisation, patch sampling, augmentation) for MaskMed; the
   nnU-Net child seeds Python/NumPy/torch itself. Each result records a digest of the final
   parameters, and the report checks that different seeds really gave different runs.
@@ -87,11 +88,11 @@ def make_budget(quick: bool, device: str, iterations: int | None) -> dict[str, A
     Quick (CPU): the tiny preset, a 32^3 patch (the tiny topology: 4 stages, strides 1,2,2,2), batch 2,
     AdamW 3e-3 with one LR for CNN and Transformer (the paper's SGD 1e-3 learns nothing in a handful of
     iterations; the bundled demo model was trained the same way), 2 epochs x 3 iterations, one
-    validation batch per epoch, no sliding-window overlap. Why so few iterations: quick mode runs 66
-    children (10 MaskMed rows + nnU-Net, 2 tasks, 3 seeds) in ~8 minutes on 2 cores, and each child
-    has ~9 s of fixed cost on one core before it learns anything (importing torch ~3 s, the
-    ``torch._dynamo`` import every torch optimiser triggers ~3 s, test-case prediction 1-2 s; nnU-Net
-    children ~15 s), against ~0.45 s per training iteration. The result exercises every code path; it
+    validation batch per epoch, no sliding-window overlap. Why so few iterations: quick mode trains 66
+    runs (10 MaskMed rows + nnU-Net, 2 tasks, 3 seeds) in 26 children on 2 cores, and a run has
+    seconds of fixed cost on one core before it learns anything (a child's imports of torch and
+    ``torch._dynamo`` ~6 s, trainer set-up and test-case prediction a few s; nnU-Net children ~15 s),
+    against ~0.45 s per training iteration. The result exercises every code path; it
     cannot rank the rows.
 
     Full (GPU): the paper preset on the planner's topology and patch, the paper's SGD 1e-3 with the 0.1
@@ -223,9 +224,33 @@ def child_prepare_nnunet(task: dict, mode: str, topology: dict, batch_size: int,
     return accuracy_nnunet.prepare(task, mode, topology, batch_size)
 
 
-def child_maskmed(task: dict, row: str, seed: int, budget: dict, preprocessed_dir: str, threads: int) -> dict:
-    """Train one MaskMed row with one seed, predict the test cases, score them."""
+def child_maskmed(task: dict, row: str, seeds: list[int], budget: dict, preprocessed_dir: str, threads: int) -> dict:
+    """Train one MaskMed row once per seed, one after another in this process; ``{"seeds": [...]}``,
+    one result (or ``{"error": ...}``) per seed.
+
+    One process per row rather than per run: a child's fixed start-up (torch, torch._dynamo) is
+    ~6 s against seconds of quick-mode training. Every run is seeded from scratch by
+    ``TrainingConfig.seed``, so a run's parameters do not depend on the runs before it in the
+    process (the parameter digests match those of one-process-per-run).
+    """
     _threads(threads)
+    # Every torch optimiser imports torch._dynamo on construction (~3 s once per process); import it before the
+    # clock starts so train_s is the training itself (nnU-Net's trainer module imports it at import time too).
+    import torch._dynamo  # noqa: F401
+
+    results = []
+    for seed in seeds:
+        start = time.perf_counter()
+        try:
+            result = _train_one_seed(task, row, seed, budget, preprocessed_dir)
+        except Exception as exc:  # one failing seed must not hide the others
+            result = {"error": f"{type(exc).__name__}: {exc}"[:600]}
+        results.append({**result, "wall_s": round(time.perf_counter() - start, 2)})
+    return {"seeds": results}
+
+
+def _train_one_seed(task: dict, row: str, seed: int, budget: dict, preprocessed_dir: str) -> dict:
+    """Train one MaskMed row with one seed, predict the test cases, score them."""
     import accuracy_datasets as ad
     import numpy as np
     import SimpleITK as sitk
@@ -259,10 +284,6 @@ def child_maskmed(task: dict, row: str, seed: int, budget: dict, preprocessed_di
         optimizer=budget["optimizer"],
         mirror_axes=(0, 1, 2) if mirror_for(data.task) else (),
     )
-    # Every torch optimiser imports torch._dynamo on construction (~3 s once per process); import it before the
-    # clock starts so train_s is the training itself (nnU-Net's trainer module imports it at import time too).
-    import torch._dynamo  # noqa: F401
-
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(
         data.raw_dir,
@@ -565,18 +586,21 @@ def main(argv: list[str] | None = None) -> int:
         prepared[task] = {"data": data, "plan": plan}
         for row in train_rows:
             entry["runs"][row] = []
-            for seed in args.seeds:
-                jobs_list.append((task, row, seed))
+            if ROW_BY_KEY[row][2] == "nnunet":  # nnU-Net's trainer owns process-wide state: one child per seed
+                jobs_list.extend((task, row, (seed,)) for seed in args.seeds)
+            else:
+                jobs_list.append((task, row, tuple(args.seeds)))
 
-    # 2. every (task, row, seed) in its own child, `jobs` at a time
-    def run_one(job: tuple[str, str, int]) -> tuple[tuple[str, str, int], dict]:
-        task, row, seed = job
+    # 2. every MaskMed (task, row) and every nnU-Net (task, row, seed) in its own child, `jobs` at a time
+    def run_one(job: tuple[str, str, tuple[int, ...]]) -> tuple[tuple[str, str, tuple[int, ...]], list[dict]]:
+        task, row, seeds = job
         data, plan = prepared[task]["data"], prepared[task]["plan"]
         kind, target = ROW_BY_KEY[row][2], ROW_BY_KEY[row][3]
         if kind == "nnunet":
+            (seed,) = seeds
             prep = payload["tasks"][task].get("nnunet_prepare", {})
             if "error" in prep:
-                return job, {"error": "nnU-Net preprocessing failed: " + prep["error"]}
+                return job, [{"error": "nnU-Net preprocessing failed: " + prep["error"]}]
             b = nnunet_budget(budget, target, mirror_for(task))
             # one results folder per (variant, seed) so parallel nnU-Net runs never share an output folder
             env = {
@@ -585,32 +609,34 @@ def main(argv: list[str] | None = None) -> int:
             }
             # the plans identifier is per mode, not per results folder
             kwargs = {"task": data.to_dict(), "mode": mode, "seed": seed, "budget": b, "threads": threads}
-            return job, bench_harness.run_child(SCRIPT, "nnunet", kwargs, args.timeout, env=env)
+            return job, [bench_harness.run_child(SCRIPT, "nnunet", kwargs, args.timeout, env=env)]
         kwargs = {
             "task": data.to_dict(),
             "row": row,
-            "seed": seed,
+            "seeds": list(seeds),
             "budget": budget,
             "preprocessed_dir": plan["preprocessed_dir"],
             "threads": threads,
         }
-        return job, bench_harness.run_child(SCRIPT, "maskmed", kwargs, args.timeout, env=child_env)
+        child = bench_harness.run_child(SCRIPT, "maskmed", kwargs, args.timeout * len(seeds), env=child_env)
+        return job, child.get("seeds") or [{"error": child.get("error", "no result")}] * len(seeds)
 
     # nnU-Net runs are the longest: start them first so the pool does not end on one long run alone
     jobs_list.sort(key=lambda job: ROW_BY_KEY[job[1]][2] != "nnunet")
-    done = 0
+    done, total = 0, sum(len(job[2]) for job in jobs_list)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for (task, row, seed), res in pool.map(run_one, jobs_list):
-            done += 1
-            res = {"row": row, "seed": seed, **res}
-            payload["tasks"][task]["runs"][row].append(res)
-            what = (
-                f"error {res['error'][:200]}"
-                if "error" in res
-                else f"mean Dice {res['mean_dice'] if res['mean_dice'] is not None else float('nan'):.3f} "
-                f"train {res['train_s']:.1f} s wall {res['wall_s']:.1f} s"
-            )
-            print(f"[accuracy] {done}/{len(jobs_list)} {task} {row} seed {seed}: {what}", flush=True)
+        for (task, row, seeds), results in pool.map(run_one, jobs_list):
+            for seed, res in zip(seeds, results, strict=True):
+                done += 1
+                res = {"row": row, "seed": seed, **res}
+                payload["tasks"][task]["runs"][row].append(res)
+                what = (
+                    f"error {res['error'][:200]}"
+                    if "error" in res
+                    else f"mean Dice {res['mean_dice'] if res['mean_dice'] is not None else float('nan'):.3f} "
+                    f"train {res['train_s']:.1f} s wall {res['wall_s']:.1f} s"
+                )
+                print(f"[accuracy] {done}/{total} {task} {row} seed {seed}: {what}", flush=True)
 
     # 3. summaries, JSON, markdown
     patches = set()

@@ -60,7 +60,7 @@ SCRIPT = Path(__file__).resolve()
 NAME = "inference"
 SEED = 0
 OVERLAP = 0.5
-TILE_BATCH = 2  # MaskMed's default tile batch; MONAI rows use the same sw_batch_size
+MONAI_SW_BATCH = 1  # MONAI's default sw_batch_size; MaskMed rows use the Predictor's default (1 on CPU, 2 on GPU)
 WALL_TARGET = 1.2  # maskmed predict <= 1.2x nnUNetPredictor wall time (and <= its peak RAM)
 
 # Volume (D, H, W) = (z, y, x), its spacing in mm (= the plan's target spacing) and the tile (d, h, w).
@@ -187,9 +187,7 @@ def run_maskmed(volume: str, spacing: list[float], tta: bool, device: str, check
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(tuple(reversed(spacing)))  # SimpleITK order is (x, y, z)
     start = time.perf_counter()
-    predictor = Predictor.from_checkpoint(
-        checkpoint, device=device, tile_batch_size=TILE_BATCH, overlap=OVERLAP, tta=tta
-    )
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, overlap=OVERLAP, tta=tta)
     load_s = time.perf_counter() - start
     prediction, stats = _measure(lambda: predictor.predict(image), predictor.model, device, tta)
     labels = sitk.GetArrayFromImage(prediction.labels)
@@ -263,7 +261,7 @@ def run_monai(
         x = torch.from_numpy(array).to(device=device, dtype=torch.float32)
         x = x.clamp_(intensity["percentile_00_5"], intensity["percentile_99_5"]).sub_(intensity["mean"])
         x = x.div_(intensity["std"])[None, None]  # (1, 1, D, H, W)
-        return peers.monai_segment(net, x, tile, OVERLAP, TILE_BATCH).numpy()
+        return peers.monai_segment(net, x, tile, OVERLAP, MONAI_SW_BATCH).numpy()
 
     labels, stats = _measure(predict, net.net, device, tta)
     return {"load_s": round(load_s, 3), **stats, **_sanity(labels, list(array.shape), num_classes)}
@@ -346,9 +344,7 @@ def run_profile(volume: str, spacing: list[float], tta: bool, device: str, check
 
     image = sitk.GetImageFromArray(_load_volume(volume))
     image.SetSpacing(tuple(reversed(spacing)))
-    predictor = Predictor.from_checkpoint(
-        checkpoint, device=device, tile_batch_size=TILE_BATCH, overlap=OVERLAP, tta=tta
-    )
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, overlap=OVERLAP, tta=tta)
     peaks: dict[str, float] = {}
     profiler = cProfile.Profile()
     with _phase_memory(peaks):
@@ -711,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": mode,
         "device": device,
         "machine": info,
-        "settings": {**settings, "overlap": OVERLAP, "gaussian": True, "maskmed_tile_batch": TILE_BATCH},
+        "settings": {**settings, "overlap": OVERLAP, "gaussian": True, "monai_sw_batch": MONAI_SW_BATCH},
         "num_classes": prepared["num_classes"],
         "intensity": prepared["intensity"],
         "rows": list(rows.values()),

@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from MaskMedCore.cli import main
 from MaskMedCore.data.phantom import generate_phantom
 from MaskMedCore.errors import DataError
-from MaskMedCore.inference.predictor import Predictor
+from MaskMedCore.inference.predictor import Predictor, default_tile_batch
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,20 @@ def test_per_query_outputs_are_written(predictor, tmp_path):
     assert len(list(written["queries"].iterdir())) == Q
     emb = np.load(written["embeddings"])
     assert emb["class_embeddings"].shape[0] == Q and emb["mask_embeddings"].shape[0] == Q
+
+
+def test_default_tile_batch_by_device_and_tile_size():
+    cpu = torch.device("cpu")
+    assert default_tile_batch(cpu, 32, (128, 128, 128)) == 1  # paper tile: batch 1 stays on oneDNN
+    assert default_tile_batch(cpu, 8, (32, 64, 64)) == 2  # tiny tile: batch 1 would use slow_conv3d
+    assert default_tile_batch(torch.device("cuda"), 32, (128, 128, 128)) == 2
+
+
+def test_tile_batch_does_not_change_labels(quick_run):
+    image, _ = generate_phantom(5, shape=(20, 44, 40))  # 2 x 2 x 2 tiles of the 16 x 32 x 32 patch
+    one = Predictor.from_checkpoint(quick_run, device="cpu", tile_batch_size=1).predict(image)
+    three = Predictor.from_checkpoint(quick_run, device="cpu", tile_batch_size=3).predict(image)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(one.labels), sitk.GetArrayFromImage(three.labels))
 
 
 def test_tta_runs_and_keeps_geometry(quick_run):

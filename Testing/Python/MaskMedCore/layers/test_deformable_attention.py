@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from MaskMedCore.layers.deformable_attention import (
     VALUE_PATHS,
     MSDeformAttn3D,
+    _sample_points,
     deformable_sample,
     fibonacci_directions,
 )
@@ -219,6 +220,26 @@ def test_value_paths_agree_in_output_and_gradients():
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
     for a, b in zip(grads[0], grads[1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch, threads", [(1, 2), (1, 3), (2, 4)])
+def test_threaded_point_split_equals_one_grid_sample(batch, threads):
+    """Without autograd the CPU sampler splits each item's points over the threads (uneven split,
+    padded with outside points): the result must equal one plain grid_sample call bit for bit."""
+    g = _gen(9)
+    value = torch.randn(batch, 5, 7, 9, 6, generator=g)
+    grid = torch.rand(batch, 1, 101, 4, 3, generator=g) * 2.4 - 1.2  # some points outside
+    expected = F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            split = _sample_points(value, grid)
+        with_grad = _sample_points(value.requires_grad_(), grid)  # the plain call, autograd intact
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(split, expected)
+    assert torch.equal(with_grad.detach(), expected) and with_grad.grad_fn is not None
 
 
 def test_auto_value_path_samples_large_thin_levels_first():
