@@ -1064,15 +1064,9 @@ class MaskMedSlicerLogic(ScriptedLoadableModuleLogic):
     def finishSegmentation(self, job: MaskMedSlicerSegmentationJob):
         """Load an ended job's result into the scene (main thread); returns the ``SegmentationResult``."""
         import shutil
+        from pathlib import Path
 
-        from MaskMedSlicerLib import (
-            MaskMedSlicerError,
-            QueryResults,
-            default_label_colors,
-            labelmap_file_to_segmentation,
-        )
-        from MaskMedSlicerLib.logic import CASE_ID, FILE_ENDING, SegmentationResult
-        from MaskMedSlicerLib.scene_setup import removed_on_error
+        from MaskMedSlicerLib import MaskMedSlicerError
 
         shutil.rmtree(job.inputDir, ignore_errors=True)
         scene = slicer.mrmlScene
@@ -1082,38 +1076,9 @@ class MaskMedSlicerLogic(ScriptedLoadableModuleLogic):
                 raise MaskMedSlicerError(job.process.describe_failure("MaskMed prediction"))
             if reference.GetScene() is not scene:
                 raise MaskMedSlicerError(_("the input volume was removed while MaskMed was running"))
-            queries = QueryResults.load(job.outputDir, CASE_ID)
-            names = queries.label_names or list(job.model.label_names)
-            base = reference.GetName()
-            withMatrices = queries.class_probabilities is not None
-            with removed_on_error(scene):
-                segmentationNode = labelmap_file_to_segmentation(
-                    os.path.join(job.outputDir, f"{CASE_ID}{FILE_ENDING}"),
-                    reference,
-                    names,
-                    scene,
-                    colors=default_label_colors(names),
-                    segmentation_node=job.segmentationNode,
-                    name=f"{base} MaskMed segmentation",
-                    use_terminology=job.useTerminology,
-                )
-                result = SegmentationResult(
-                    segmentation_node=segmentationNode,
-                    summary_table=queries.summary_table(scene, f"{base} MaskMed queries"),
-                    class_probability_table=queries.class_probability_table(scene, f"{base} MaskMed query classes")
-                    if withMatrices
-                    else None,
-                    class_embedding_table=queries.class_embedding_table(scene, f"{base} MaskMed class embeddings")
-                    if withMatrices
-                    else None,
-                    mask_embedding_table=queries.mask_embedding_table(scene, f"{base} MaskMed mask embeddings")
-                    if withMatrices
-                    else None,
-                    queries=queries,
-                    output_dir=queries.output_dir,
-                    reference_volume_node=reference,
-                    model=job.model,
-                )
+            result = self.coreLogic.import_result(
+                Path(job.outputDir), reference, job.model, scene, job.segmentationNode, job.useTerminology
+            )
         except Exception:
             shutil.rmtree(job.outputDir, ignore_errors=True)
             raise

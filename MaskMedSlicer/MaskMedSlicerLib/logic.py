@@ -295,7 +295,7 @@ class MaskMedLogic:
             reference = job.volume_nodes[0]
             if reference.GetScene() is not job.scene:
                 raise MaskMedSlicerError(f"{_node_label(reference)} was removed while MaskMed was running")
-            return self._import(
+            return self.import_result(
                 job.output_dir, reference, job.model, job.scene, job.segmentation_node, job.use_terminology
             )
         except BaseException:
@@ -309,7 +309,14 @@ class MaskMedLogic:
         shutil.rmtree(job.input_dir, ignore_errors=True)
         shutil.rmtree(job.output_dir, ignore_errors=True)
 
-    def _import(self, output_dir: Path, reference, info: ModelInfo, scene, segmentation_node, use_terminology):
+    def import_result(
+        self, output_dir: Path, reference, info: ModelInfo, scene, segmentation_node=None, use_terminology=False
+    ) -> SegmentationResult:
+        """Load a finished prediction folder (``maskmed predict`` output for one case) into ``scene``.
+
+        Everything it adds is removed again if any step fails. Args as in :meth:`segment`; ``reference``
+        is the first input volume node (the geometry of every output).
+        """
         queries = QueryResults.load(output_dir, CASE_ID)
         names = queries.label_names or list(info.label_names)
         base = reference.GetName()
