@@ -550,10 +550,11 @@ def interpretation(payload: dict[str, Any]) -> str:
         f"{'in RAM' if device == 'cpu' else 'in GPU memory'}, of {nn['peak_ram_mib']:,.0f} MiB)"
     )
     if device == "cpu" and acc_maskmed < 0.25 * plain["peak_ram_mib"]:
-        text += (
-            f", so at this volume size the peak is the network's activations, which grow with the tile batch "
-            f"({plain['tile_batch']} vs {nn['tile_batch']})"
-        )
+        text += ", so at this volume size the peak is the network's activations"
+        if plain["tile_batch"] != nn["tile_batch"]:
+            text += f", which grow with the tile batch ({plain['tile_batch']} vs {nn['tile_batch']})"
+        else:
+            text += f" at the same tile batch ({plain['tile_batch']})"
     text += "."
     if "error" not in swin:
         text += (
