@@ -1175,10 +1175,12 @@ class MaskMedSlicerLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def describeValidation(returnCode: int, lines: list, errorLine: str):
-        """(status line, problems) from validate-dataset's exit code and output lines."""
+        """(status line, problems) from validate-dataset's exit code and output lines; a valid dataset's
+        warnings (e.g. mixed orientations) are listed as its problems."""
         stdoutLines = [line for line in lines if line.strip()]
         if returnCode == 0:
-            return (stdoutLines[-1] if stdoutLines else _("The dataset is valid.")), []
+            warnings = [line for line in stdoutLines[:-1] if line.startswith("warning:")]
+            return (stdoutLines[-1] if stdoutLines else _("The dataset is valid.")), warnings
         if returnCode == 1:
             problems = [line for line in stdoutLines[:-1] if not line.startswith("maskmed")]
             return (stdoutLines[-1] if stdoutLines else _("Problems were found.")), problems

@@ -1,7 +1,8 @@
 """``maskmed validate-dataset``: list every problem of a raw dataset, one line each.
 
-Exit status: 0 when the dataset is clean, 1 when problems were found, 2 when the folder is not a
-usable dataset (no dataset.json, invalid fields, no cases).
+Exit status: 0 when the dataset is clean (warnings, e.g. mixed orientations, are printed but do
+not fail it), 1 when problems were found, 2 when the folder is not a usable dataset (no
+dataset.json, invalid fields, no cases).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ def check_workers(workers: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from MaskMedCore.data.dataset import load_dataset
-    from MaskMedCore.data.validate import validate_dataset
+    from MaskMedCore.data.validate import check_dataset
 
     dataset = load_dataset(args.dataset)
-    problems = validate_dataset(dataset, workers=check_workers(args.workers))
+    problems, warnings = check_dataset(dataset, workers=check_workers(args.workers))
     for problem in problems:
         print(problem)
+    for warning in warnings:  # do not change the exit status: the dataset is usable
+        print(f"warning: {warning}")
     n = len(dataset.cases)
     if problems:
         bad = len({p.case_id for p in problems if p.case_id is not None})

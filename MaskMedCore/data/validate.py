@@ -48,6 +48,14 @@ class CaseCheck(NamedTuple):
     problems: list[Problem]
 
 
+class DatasetReport(NamedTuple):
+    """What :func:`check_dataset` found: problems (the dataset cannot be used as is) and warnings
+    (it can, but probably not as the user intends)."""
+
+    problems: list[Problem]
+    warnings: list[str]
+
+
 def validate_dataset(dataset: RawDataset, workers: int = 1) -> list[Problem]:
     """Check every case of ``dataset``; return all problems (empty when the dataset is usable).
 
@@ -58,6 +66,11 @@ def validate_dataset(dataset: RawDataset, workers: int = 1) -> list[Problem]:
     Returns:
         Dataset-level problems first, then each case's problems in case order.
     """
+    return check_dataset(dataset, workers).problems
+
+
+def check_dataset(dataset: RawDataset, workers: int = 1) -> DatasetReport:
+    """:func:`validate_dataset` plus warnings: today, cases stored in different orientations."""
     problems: list[Problem] = []
     if dataset.num_training is not None and dataset.num_training != len(dataset.cases):
         problems.append(
@@ -77,13 +90,49 @@ def validate_dataset(dataset: RawDataset, workers: int = 1) -> list[Problem]:
             )
         )
     slim = dataclasses.replace(dataset, cases=[])  # do not ship the whole case list to every task
-    for case_problems in map_cases(_case_problems, [(slim, case) for case in dataset.cases], workers):
+    orientations: dict[str, str] = {}
+    for case, (case_problems, orientation) in zip(
+        dataset.cases, map_cases(_case_problems, [(slim, case) for case in dataset.cases], workers)
+    ):
         problems.extend(case_problems)
-    return problems
+        if orientation is not None:
+            orientations[case.case_id] = orientation
+    return DatasetReport(problems, orientation_warnings(orientations))
 
 
-def _case_problems(item: tuple[RawDataset, RawCase]) -> list[Problem]:
-    return inspect_case(*item).problems
+def _case_problems(item: tuple[RawDataset, RawCase]) -> tuple[list[Problem], str | None]:
+    check = inspect_case(*item)
+    first = next((image for image in check.images if image is not None), None)
+    return check.problems, None if first is None else orientation_of(first)
+
+
+def orientation_of(image: sitk.Image) -> str:
+    """The image's axis orientation as DICOM letters (x, y, z axes point to), e.g. ``LPS`` or ``RAS``."""
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+
+
+def orientation_warnings(orientations: dict[str, str], listed: int = 3) -> list[str]:
+    """One warning when the cases are stored in more than one orientation (case id -> ``LPS`` etc.).
+
+    MaskMed, like nnU-Net, trains and predicts on the stored voxel order: a case stored mirrored
+    along an axis is seen mirrored by the network. That is harmless when every case shares one
+    orientation and the mirroring augmentation covers the axes, and silently harmful otherwise (the
+    abdominal CTs of the benchmark differ by an x/y flip).
+    """
+    groups: dict[str, list[str]] = {}
+    for case_id, code in orientations.items():
+        groups.setdefault(code, []).append(case_id)
+    if len(groups) < 2:
+        return []
+    parts = []
+    for code, cases in sorted(groups.items(), key=lambda item: -len(item[1])):
+        shown = ", ".join(cases[:listed]) + (", ..." if len(cases) > listed else "")
+        parts.append(f"{len(cases)} {code} ({shown})")
+    return [
+        "cases are stored in different orientations: " + "; ".join(parts) + ". MaskMed (like nnU-Net) does not "
+        "reorient, so the network sees these cases mirrored relative to each other; reorient them to one "
+        "orientation (e.g. SimpleITK DICOMOrient(image, 'LPS')) unless that mirroring is intended"
+    ]
 
 
 def read_case(dataset: RawDataset, case: RawCase) -> tuple[list[sitk.Image], sitk.Image]:

@@ -253,3 +253,17 @@ def test_icons_are_128_pixel_pngs(path):
     assert image.GetNumberOfComponentsPerPixel() in (3, 4)
     pixels = sitk.GetArrayFromImage(image).reshape(-1, image.GetNumberOfComponentsPerPixel())
     assert len({tuple(p) for p in pixels[:, :3]}) > 50, "the icon is (nearly) blank"
+
+
+def test_validation_warnings_of_a_valid_dataset_are_listed():
+    """describeValidation is pure: run its source (the module itself needs Slicer's Qt) on CLI-shaped lines."""
+    method = _methods(_classes()["MaskMedSlicerLogic"])["describeValidation"]
+    method.decorator_list = []
+    namespace = {"_": lambda text: text}
+    exec(compile(ast.Module(body=[method], type_ignores=[]), "MaskMedSlicer.py", "exec"), namespace)
+    describe = namespace["describeValidation"]
+    warning = "warning: cases are stored in different orientations: 2 LPS (a, b); 1 RAS (c). ..."
+    status, listed = describe(0, [warning, "dataset X is valid: 3 case(s)"], "")
+    assert status == "dataset X is valid: 3 case(s)" and listed == [warning]
+    status, listed = describe(1, ["case a: bad; fix: this", "1 problem(s) in 1 of 3 case(s)"], "")
+    assert listed == ["case a: bad; fix: this"] and status.startswith("1 problem(s)")

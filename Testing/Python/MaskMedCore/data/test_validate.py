@@ -10,7 +10,7 @@ from raw_dataset_builders import case_arrays, nnunet_dataset, write
 
 from MaskMedCore.cli import main
 from MaskMedCore.data.dataset import load_dataset
-from MaskMedCore.data.validate import label_values, read_case, validate_dataset
+from MaskMedCore.data.validate import check_dataset, label_values, read_case, validate_dataset
 from MaskMedCore.errors import DataError
 
 # case -> (what is broken, a regex the problem / DataError must match)
@@ -147,3 +147,24 @@ def test_msd_layout_with_nrrd_images_and_slicer_segmentation_labels(tmp_path):
     assert validate_dataset(ds) == []
     images, label = read_case(ds, ds.cases[1])
     np.testing.assert_array_equal(sitk.GetArrayFromImage(label), case_arrays(seed=1)[1])
+
+
+def test_mixed_orientations_are_a_warning_not_a_problem(tmp_path, capsys):
+    """Two cases stored LPS and one x/y-flipped (RAS): usable, but the CLI warns, naming the cases."""
+    root = nnunet_dataset(tmp_path / "mixed", num_cases=3)
+    channels, labels = case_arrays(seed=2)
+    ras = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+    write(channels[0], root / "imagesTr" / "case_002_0000.nii.gz", direction=ras)
+    write(labels, root / "labelsTr" / "case_002.nii.gz", direction=ras)
+    report = check_dataset(load_dataset(root), workers=2)
+    assert report.problems == []
+    assert len(report.warnings) == 1
+    assert "2 LPS (case_000, case_001); 1 RAS (case_002)" in report.warnings[0]
+    assert main(["validate-dataset", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: cases are stored in different orientations" in out and "is valid: 3 case(s)" in out
+
+
+def test_one_orientation_gives_no_warning(tmp_path):
+    root = nnunet_dataset(tmp_path, num_cases=2, direction=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    assert check_dataset(load_dataset(root)).warnings == []
