@@ -10,6 +10,29 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def pytest_configure(config) -> None:
+    """Stop at once, with the cause, if ``import MaskMedCore`` does not reach the real package.
+
+    Plain ``pytest`` puts this folder (``Testing/Python``) first on ``sys.path`` (rootdir-based
+    "prepend" import mode). A test folder named like a package (it used to be ``MaskMedCore/``, with
+    no ``__init__.py``) then becomes a namespace package that shadows the editable install, whose
+    finder runs after the path finder, and every test fails at collection with a misleading
+    ImportError. Test folders are therefore named ``core_tests/``, ``slicer_tests/``,
+    ``benchmark_tests/``; this check keeps a future rename from bringing the problem back.
+    """
+    import MaskMedCore
+
+    found = getattr(MaskMedCore, "__file__", None)
+    expected = REPO_ROOT / "MaskMedCore" / "__init__.py"
+    if found is None or Path(found).resolve() != expected:
+        where = list(getattr(MaskMedCore, "__path__", [])) if found is None else found
+        raise pytest.UsageError(
+            f"'import MaskMedCore' found {where}, expected the package at {expected}. A folder on sys.path "
+            "named 'MaskMedCore' without __init__.py shadows it: rename that folder, and install the project "
+            'with pip install -e ".[test]"'
+        )
+
+
 def shared_data_dir() -> Path:
     """``../shared/data`` beside the checkout, or $MASKMED_SHARED_DATA."""
     env = os.environ.get("MASKMED_SHARED_DATA")
