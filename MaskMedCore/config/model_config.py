@@ -38,6 +38,35 @@ def default_features(n_stages: int, base: int = 32, cap: int = 320) -> tuple[int
     return tuple(min(base * 2**i, cap) for i in range(n_stages))
 
 
+BRIDGE_QUERY_MIN_DOWNSAMPLING = 512
+"""A stage provides bridge queries when its voxels are at least this many times fewer than the input's
+(total stride product >= 8 x 8 x 8)."""
+BRIDGE_QUERY_MAX_STAGES = 3
+"""The paper's "smallest three scales" (appendix B)."""
+
+
+def default_bridge_query_stages(strides: tuple[Triplet, ...] | list[Triplet]) -> int:
+    """How many of the coarsest stages give the FSAD bridge its queries, from the topology.
+
+    The paper takes queries from the *low-resolution* stages ("the smallest three scales", appendix B;
+    "the lowest four stages", section 3.3) of nnU-Net's 6-stage AMOS network, where the three coarsest
+    stages are downsampled 8x, 16x and 32x per axis. A fixed count does not carry over to other plans:
+    on a 4-stage plan (e.g. MSD hippocampus, 40x56x40) the third-coarsest stage is the stride-2 one,
+    whose 78k tokens per batch made the bridge 9x slower than the network without it. The rule is
+    therefore by resolution: stages whose total stride product is at least 8^3 (on every plan of the
+    paper's kind this is the paper's 3), at most 3 of them, and at least the coarsest one.
+
+    Args:
+        strides: per-stage (D, H, W) strides, finest first.
+    """
+    products, acc = [], 1
+    for s in strides:
+        acc *= s[0] * s[1] * s[2]
+        products.append(acc)
+    low_resolution = sum(1 for p in products if p >= BRIDGE_QUERY_MIN_DOWNSAMPLING)
+    return max(1, min(BRIDGE_QUERY_MAX_STAGES, low_resolution))
+
+
 @dataclass(frozen=True)
 class ModelConfig(JsonConfig):
     """Everything needed to build a MaskMed network (``MaskMedCore.build_model``).
@@ -66,7 +95,8 @@ class ModelConfig(JsonConfig):
         head_max_tokens: cross-attention memory is average-pooled to at most this many tokens.
         bridge: encoder-decoder bridge, one of ``BRIDGES``.
         bridge_query_stages: how many of the coarsest encoder stages provide bridge queries
-            (paper: 3 in appendix B, 4 in section 3.3).
+            (paper: 3 in appendix B, 4 in section 3.3); presets derive it from the strides with
+            :func:`default_bridge_query_stages`.
         bridge_dim: transformer width of the bridge.
         bridge_heads: attention heads M of the bridge.
         bridge_points: sampling points P per (head, level) of deformable attention.
@@ -236,7 +266,6 @@ class ModelConfig(JsonConfig):
                 head_heads=4,
                 head_ffn_dim=64,
                 head_max_tokens=512,
-                bridge_query_stages=2,
                 bridge_dim=32,
                 bridge_heads=4,
                 bridge_points=2,
@@ -244,6 +273,8 @@ class ModelConfig(JsonConfig):
                 bridge_ffn_dim=64,
             )
         base.update(overrides)
+        if "bridge_query_stages" not in base:
+            base["bridge_query_stages"] = default_bridge_query_stages(base.get("strides", cls.strides))
         # Masked attention only exists for the decoupled head with shared queries; an ablation
         # that switches those off without mentioning masked_attention means "without it".
         if "masked_attention" not in overrides and (

@@ -149,7 +149,6 @@ class PlanConfig(JsonConfig):
             base["features_per_stage"] = self.features_per_stage
         else:
             base["features_per_stage"] = tuple(min(8 * 2**i, 64) for i in range(len(self.strides)))
-        base["bridge_query_stages"] = min(3 if preset == "paper" else 2, len(self.strides) - 1)
         base.update(overrides)
         return ModelConfig.preset(preset, len(self.channel_names), self.num_classes, **base)
 

@@ -19,6 +19,7 @@ from MaskMedCore.errors import ConfigError
 
 DEVICES = ("auto", "cuda", "cpu")
 OPTIMIZERS = ("sgd", "adamw")
+VALIDATIONS = ("patches", "cases")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,13 @@ class TrainingConfig(JsonConfig):
     mirror_axes: axes (0=D, 1=H, 2=W) mirrored by augmentation; ``()`` for datasets with left/right
         labels (e.g. kidney_left/kidney_right), as TotalSegmentator trains.
     max_minutes: stop (with a resumable checkpoint) after this wall time; ``None`` = no limit.
+    validation: ``patches`` (nnU-Net's pseudo-Dice over ``val_iterations`` random validation batches) or
+        ``cases`` (every validation case predicted whole by sliding window, mean per-case Dice;
+        ``engine/case_validation.py``).
+    warmup_iterations: linear LR warm-up from ~0 over this many iterations, then the poly schedule
+        (0 = none, as nnU-Net and the paper).
+    channels_last: run the network in ``channels_last_3d`` memory format (same results up to float
+        rounding; on 2 CPU cores 1.4x faster training steps for the tiny preset, BENCHMARKS.md).
     """
 
     config_name: ClassVar[str] = "training config"
@@ -79,6 +87,9 @@ class TrainingConfig(JsonConfig):
     max_minutes: float | None = None
     optimizer: str = "sgd"
     mirror_axes: tuple[int, ...] = (0, 1, 2)
+    validation: str = "patches"
+    warmup_iterations: int = 0
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mirror_axes", tuple(int(a) for a in self.mirror_axes))
@@ -87,6 +98,9 @@ class TrainingConfig(JsonConfig):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("preset", self.preset, PRESETS)
         check_choice("device", self.device, DEVICES)
+        check_choice("validation", self.validation, VALIDATIONS)
+        if self.warmup_iterations < 0:
+            raise ConfigError(f"warmup_iterations must be >= 0, got {self.warmup_iterations}")
         for name in ("epochs", "iterations_per_epoch", "val_iterations", "val_every", "num_folds"):
             check_positive_int(name, getattr(self, name))
         if self.batch_size is not None:

@@ -184,7 +184,8 @@ def _run(
     batch_size = config.batch_size or plan.batch_size
 
     torch.manual_seed(config.seed)
-    model = build_model(model_cfg).to(device)
+    memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+    model = build_model(model_cfg).to(device, memory_format=memory_format)
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model_state)
     optimizer = build_optimizer(model, config)
@@ -257,6 +258,8 @@ def _run(
                 model.deep_supervision = True
                 losses = []
                 while state["epoch_iteration"] < config.iterations_per_epoch:
+                    if state["iteration"] <= config.warmup_iterations:  # the last call restores the poly LR
+                        _warm_up(optimizer, scheduler, epoch, state["iteration"], config.warmup_iterations)
                     loss, terms = _train_step(
                         net,
                         criterion,
@@ -269,6 +272,7 @@ def _run(
                         amp_dtype,
                         config.grad_clip,
                         aug_gen,
+                        memory_format,
                     )
                     losses.append(loss)
                     state["epoch_iteration"] += 1
@@ -288,7 +292,7 @@ def _run(
                     break
                 val_dice = None
                 if val_cases and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-                    val_dice = _validate(model, val_cases, plan, config, batch_size, device, ctx, epoch)
+                    val_dice = _validate(model, val_cases, plan, config, batch_size, device, ctx, epoch, memory_format)
                 state["epoch"] += 1
                 state["epoch_iteration"] = 0
                 mean_loss = float(np.mean(losses)) if losses else float("nan")
@@ -297,7 +301,9 @@ def _run(
                     if val_dice is None
                     else {plan.label_names[k + 1]: d for k, d in enumerate(val_dice) if d is not None}
                 )  # noqa: E501
-                state["history"].append({"epoch": epoch, "train_loss": mean_loss, "val_dice": named})
+                state["history"].append(
+                    {"epoch": epoch, "iteration": state["iteration"], "train_loss": mean_loss, "val_dice": named}
+                )
                 if ctx.is_main:
                     save(run_dir / LATEST)
                     if named:
@@ -365,14 +371,33 @@ def _make_loader(train_cases, plan, config: TrainingConfig, batch_size: int, ctx
     return loader, augmenter
 
 
+def _warm_up(optimizer, scheduler: PerGroupPolyLR, epoch: int, iteration: int, warmup: int) -> None:
+    """Scale every group's poly LR by (iteration + 1) / warmup while warming up (1 from then on)."""
+    factor = min(1.0, (iteration + 1) / warmup) if warmup else 1.0
+    for group in optimizer.param_groups:
+        group["lr"] = scheduler.lr_at(epoch, group.get("lr_scale", 1.0)) * factor
+
+
 def _train_step(
-    net, criterion, optimizer, scaler, augmenter, batches: Iterator, device, use_amp, amp_dtype, grad_clip, gen
+    net,
+    criterion,
+    optimizer,
+    scaler,
+    augmenter,
+    batches: Iterator,
+    device,
+    use_amp,
+    amp_dtype,
+    grad_clip,
+    gen,
+    memory_format=torch.contiguous_format,
 ) -> tuple[float, dict[str, float]]:
     images, labels = next(batches)
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
     if augmenter is not None:  # without augmentation the sampler already delivers final-size patches
         images, labels = augmenter(images, labels, generator=gen)
+    images = images.contiguous(memory_format=memory_format)
     optimizer.zero_grad(set_to_none=True)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
     with autocast:
@@ -392,20 +417,31 @@ def _train_step(
 
 
 @torch.no_grad()
-def _validate(model, val_cases, plan, config: TrainingConfig, batch_size, device, ctx, epoch) -> list[float | None]:
-    """Pseudo-Dice on random validation patches (foreground-oversampled, no augmentation)."""
+def _validate(
+    model, val_cases, plan, config: TrainingConfig, batch_size, device, ctx, epoch, memory_format
+) -> list[float | None]:
+    """Per-class validation Dice: pseudo-Dice on random validation patches (foreground-oversampled, no
+    augmentation), or with ``validation="cases"`` the mean Dice of whole-case predictions."""
     from MaskMedCore.data.sampling import PatchSampler
+    from MaskMedCore.engine.case_validation import validate_cases
     from MaskMedCore.models.outputs import semantic_probs
 
     model.eval()
     model.deep_supervision = False
+    if config.validation == "cases":
+        dice = validate_cases(
+            model, val_cases, plan.patch_size, plan.num_classes, device, ctx, memory_format=memory_format
+        )
+        model.train()
+        model.deep_supervision = True
+        return dice
     sampler = PatchSampler(val_cases, plan.patch_size, plan.patch_size, batch_size, config.oversample_foreground)
     rng = np.random.default_rng([config.seed, epoch, ctx.rank, 7])
     meter = PseudoDice(plan.num_classes, device)
     rounds = max(1, math.ceil(config.val_iterations / ctx.world_size))
     for _ in range(rounds):
         images, labels = sampler.sample_batch(rng)
-        x = torch.from_numpy(images).to(device)
+        x = torch.from_numpy(images).to(device).contiguous(memory_format=memory_format)
         pred = semantic_probs(model(x)).argmax(1)
         meter.update(pred, torch.from_numpy(labels.astype(np.int64)).to(device))
     counts = ctx.all_reduce_sum(meter.counts.cpu()) if ctx.enabled else meter.counts

@@ -68,8 +68,17 @@ QUICK_BRATS_SPACING_MM = 3.0
 CT_ORIENTATION = "LPS"
 """Both CTs are stored in this orientation (identity direction matrix; SimpleITK's native order)."""
 QUICK_TOTALSEG_TEST_SPACING_MM = 3.0
-TASK_FOLDERS = {"brats": "brats2015_deepmedic", "totalseg": "totalseg_examples"}
-DATASET_IDS = {"brats": 901, "totalseg": 902}
+TASK_FOLDERS = {"brats": "brats2015_deepmedic", "totalseg": "totalseg_examples", "hippocampus": "msd_hippocampus"}
+DATASET_IDS = {"brats": 901, "totalseg": 902, "hippocampus": 903}
+HIPPOCAMPUS_SPLIT_FILE = Path(__file__).resolve().parent / "splits" / "msd_hippocampus.json"
+"""The committed 140 / 20 / 40 split of the 200 MSD hippocampus cases (see its ``description``)."""
+HIPPOCAMPUS_LABELS = {"background": 0, "anterior": 1, "posterior": 2}
+
+
+def hippocampus_split() -> dict[str, list[str]]:
+    """``{"train": [...140], "val": [...20], "test": [...40]}`` from the committed split file."""
+    split = json.loads(HIPPOCAMPUS_SPLIT_FILE.read_text())
+    return {k: list(split[k]) for k in ("train", "val", "test")}
 
 
 @dataclass
@@ -121,6 +130,9 @@ def task_available(task: str, data_root: Path) -> str | None:
     if task == "brats":
         cases = [c for v in BRATS_SPLIT.values() for c in v]
         needed = [folder / f"{c}_{s}.nii.gz" for c in cases for s in (*BRATS_CHANNELS, "label", "brainmask")]
+    elif task == "hippocampus":
+        cases = [c for v in hippocampus_split().values() for c in v]
+        needed = [folder / sub / f"{c}.nii.gz" for c in cases for sub in ("imagesTr", "labelsTr")]
     else:
         needed = [folder / f"{c}_{s}.nii.gz" for c in (TOTALSEG_TRAIN, TOTALSEG_TEST) for s in ("image", "label")]
     missing = [p.name for p in needed if not p.is_file()]
@@ -353,6 +365,48 @@ def build_totalseg(data_root: Path, test_spacing_mm: float | None = None) -> Tas
     )
 
 
+def build_hippocampus(data_root: Path) -> TaskData:
+    """MSD Task04 hippocampus with the committed split: 160 training + validation cases in ``imagesTr``
+    (the split file keeps the 20 validation cases apart), the 40 test cases in ``imagesTs``. Files are
+    copied unchanged (MSD layout -> nnU-Net v2 names); labels keep MSD's values, with lower-case names."""
+    src = data_root / TASK_FOLDERS["hippocampus"]
+    split = hippocampus_split()
+    cases = [c for v in split.values() for c in v]
+    sources = [src / sub / f"{c}.nii.gz" for c in cases for sub in ("imagesTr", "labelsTr")]
+    key = {"builder": BUILD_VERSION, "task": "hippocampus", "split": split, "sources": _source_signature(sources)}
+    root = cache_root() / f"hippocampus-{_key_digest(key)}"
+    name = f"Dataset{DATASET_IDS['hippocampus']:03d}_Hippocampus"
+    final = root / "nnUNet_raw" / name
+
+    def write(tmp: Path) -> None:
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+            (tmp / sub).mkdir()
+        for case in cases:
+            part = "Ts" if case in split["test"] else "Tr"
+            shutil.copyfile(src / "imagesTr" / f"{case}.nii.gz", tmp / f"images{part}" / f"{case}_0000.nii.gz")
+            shutil.copyfile(src / "labelsTr" / f"{case}.nii.gz", tmp / f"labels{part}" / f"{case}.nii.gz")
+        desc = "MSD Task04 hippocampus (Vanderbilt University Medical Center), CC-BY-SA 4.0"
+        n_train = len(split["train"]) + len(split["val"])
+        (tmp / "dataset.json").write_text(_dataset_json(name, ["MRI"], HIPPOCAMPUS_LABELS, n_train, desc))
+
+    _build_atomically(final, key, write)
+    return TaskData(
+        task="hippocampus",
+        root=str(root),
+        raw_dir=str(final),
+        dataset_id=DATASET_IDS["hippocampus"],
+        dataset_name=name,
+        channel_names=["MRI"],
+        labels=dict(HIPPOCAMPUS_LABELS),
+        train=split["train"],
+        val=split["val"],
+        test=split["test"],
+        spacing_note="native 1 mm isotropic MRI crops (unchanged)",
+        label_note="manual MSD labels (anterior = hippocampus head, posterior = body + tail); committed split "
+        "140 train / 20 validation / 40 test (Testing/Benchmarks/splits/msd_hippocampus.json)",
+    )
+
+
 def build_task(task: str, data_root: Path, quick: bool) -> TaskData:
     """Build (or re-use) a task's raw dataset: BraTS at 3 mm in quick mode, 1 mm in full mode.
 
@@ -366,6 +420,8 @@ def build_task(task: str, data_root: Path, quick: bool) -> TaskData:
         return build_brats(data_root, QUICK_BRATS_SPACING_MM if quick else None)
     if task == "totalseg":
         return build_totalseg(data_root, QUICK_TOTALSEG_TEST_SPACING_MM if quick else None)
+    if task == "hippocampus":
+        return build_hippocampus(data_root)
     raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_FOLDERS)}")
 
 

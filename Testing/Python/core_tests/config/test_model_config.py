@@ -66,3 +66,39 @@ def test_input_shape_check():
     cfg.check_input_shape((16, 32, 8))
     with pytest.raises(ConfigError, match="H=12"):
         cfg.check_input_shape((16, 12, 8))
+
+
+@pytest.mark.parametrize(
+    "strides, expected",
+    [
+        # nnU-Net's 6-stage isotropic AMOS topology: the 8x, 16x and 32x stages, the paper's "smallest three"
+        (((1, 1, 1),) + ((2, 2, 2),) * 5, 3),
+        # MSD hippocampus (4 stages, 40x56x40): only the 8x stage; the stride-2 stage would be 78k tokens
+        (((1, 1, 1),) + ((2, 2, 2),) * 3, 1),
+        # 5 stages: the 8x and 16x stages
+        (((1, 1, 1),) + ((2, 2, 2),) * 4, 2),
+        # anisotropic (in-plane pooling first): products 1, 4, 16, 128, 1024 -> only the last
+        (((1, 1, 1), (1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2)), 1),
+        # a shallow 3-stage network: at least the coarsest stage
+        (((1, 1, 1), (2, 2, 2), (2, 2, 2)), 1),
+    ],
+)
+def test_bridge_query_stages_follow_the_resolution(strides, expected):
+    from MaskMedCore.config.model_config import default_bridge_query_stages
+
+    assert default_bridge_query_stages(strides) == expected
+    n = len(strides)
+    cfg = ModelConfig.preset(
+        "paper",
+        1,
+        3,
+        strides=strides,
+        kernel_sizes=((3, 3, 3),) * n,
+        features_per_stage=tuple(min(32 * 2**i, 320) for i in range(n)),
+    )
+    assert cfg.bridge_query_stages == expected
+
+
+def test_explicit_bridge_query_stages_is_kept():
+    assert ModelConfig.preset("tiny", 1, 3, bridge_query_stages=2).bridge_query_stages == 2
+    assert ModelConfig.preset("tiny", 1, 3).bridge_query_stages == 1
