@@ -57,7 +57,7 @@ def validate_cases(
 
     sums = torch.zeros(2, num_classes - 1, dtype=torch.float64)  # Dice sum, case count
     for case in list(cases)[ctx.rank :: ctx.world_size]:
-        image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))
+        image = torch.from_numpy(np.array(case.image, dtype=np.float32))  # a copy: the case may be a read-only memory map
         probs = sliding_window_predict(
             image,
             lambda x: semantic_probs(model(x.contiguous(memory_format=memory_format))),
