@@ -1,14 +1,20 @@
-"""The embedded default job: segment a freshly generated CT phantom with the bundled demo model.
+"""The embedded default job: segment a real held-out case with a bundled model and score it.
 
-The demo model ships in ``Resources/DemoModel/`` and was produced by the project's own commands
-on its own synthetic phantoms (see ``DEMO_TRAINING_COMMANDS``); it never saw the demo's phantom,
-which is generated from a seed outside the training seeds.
+``maskmed demo`` (default) segments the bundled hippocampus sample case, ``hippocampus_003``, a T1 MRI
+from the *test* split of ``Testing/Benchmarks/splits/msd_hippocampus.json`` that the bundled hippocampus
+model never saw, and reports the Dice per class against its manual labels (MSD Task04, CC-BY-SA 4.0).
+
+``maskmed demo --phantom`` segments a freshly generated CT phantom with the bundled phantom model. That
+model was produced by the project's own commands on its own synthetic phantoms (see
+``DEMO_TRAINING_COMMANDS``); it never saw the demo's phantom, which is generated from a seed outside the
+training seeds. ``--train`` retrains it first.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,34 +23,25 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from MaskMedCore.errors import CheckpointError
+from MaskMedCore.bundled_models import PHANTOM_TRAINING_COMMANDS, bundled_model
+from MaskMedCore.errors import DataError
 from MaskMedCore.io_utils import atomic_write_text
 
-DEMO_MODEL_ENV = "MASKMED_DEMO_MODEL"
-DEMO_MODEL_RELATIVE = Path("Resources") / "DemoModel" / "maskmed_demo_phantom.pt"
 DEMO_SEED = 9001  # outside the training seeds 0..N-1
 DEMO_TRAIN_CASES = 12
 DEMO_PATCH = (32, 64, 64)
-DEMO_TRAINING_COMMANDS = (
-    "maskmed phantom --out PHANTOMS --cases 12 --seed 0",
-    "maskmed train PHANTOMS --out RUN --preset tiny --fold -1 --patch-size 32 64 64 --epochs 30 "
-    "--iterations-per-epoch 25 --optimizer adamw --lr 3e-3 --transformer-lr-ratio 1.0 --no-mirroring --device cpu",
-)
+DEMO_TRAINING_COMMANDS = PHANTOM_TRAINING_COMMANDS[:2]
+HIPPOCAMPUS_MODEL = "hippocampus"
+OVERLAY_SCALE_MRI = 6  # the hippocampus crop is ~35 x 50 voxels: magnify the overlay PNGs
 
 
 def find_demo_model() -> Path:
-    """The bundled demo checkpoint: ``$MASKMED_DEMO_MODEL``, else ``Resources/DemoModel/`` beside the package."""
-    env = os.environ.get(DEMO_MODEL_ENV)
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve().parent
-    candidates += [here.parent / DEMO_MODEL_RELATIVE, here / "resources" / DEMO_MODEL_RELATIVE.name]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise CheckpointError(
-        f"the bundled demo model was not found (looked at {', '.join(str(c) for c in candidates)}); "
-        f"set {DEMO_MODEL_ENV} or run 'maskmed demo --train'"
-    )
+    """The bundled phantom demo checkpoint: ``$MASKMED_DEMO_MODEL``, else ``Resources/DemoModel/``.
+
+    Raises:
+        CheckpointError: not found (the message lists where it looked and what to do).
+    """
+    return bundled_model("phantom").require_checkpoint()
 
 
 def train_demo_model(
@@ -78,6 +75,127 @@ def train_demo_model(
 def run_demo(
     out_dir: str | os.PathLike,
     *,
+    phantom: bool = False,
+    retrain: bool = False,
+    device: str = "auto",
+    seed: int = DEMO_SEED,
+    progress: str = "bar",
+) -> dict[str, Any]:
+    """The demo: the bundled hippocampus sample case (default) or, with ``phantom``, a fresh CT phantom.
+
+    Args:
+        out_dir: output folder (created).
+        phantom: segment a synthetic CT phantom with the phantom demo model instead.
+        retrain: retrain the phantom demo model first (implies ``phantom``).
+        device: ``auto``, ``cuda`` or ``cpu``.
+        seed: the phantom's seed (phantom demo only).
+        progress: ``bar``, ``json`` or ``none`` (retraining only).
+
+    Returns:
+        The report, also written to ``report.json``: Dice per class, wall times, paths.
+    """
+    if phantom or retrain:
+        return run_phantom_demo(out_dir, retrain=retrain, device=device, seed=seed, progress=progress)
+    return run_hippocampus_demo(out_dir, device=device)
+
+
+def _segment_and_score(model_path: Path, image: sitk.Image, reference: sitk.Image, case: str, out: Path, device: str):
+    """Predict ``image``, write the outputs, and score them against ``reference``.
+
+    Returns:
+        ``(prediction, predictor, predict_seconds, dice per class name, pred (D, H, W), ref (D, H, W))``.
+    """
+    from MaskMedCore.inference.predictor import Predictor
+    from MaskMedCore.metrics.overlap import dice_per_class
+    from MaskMedCore.visual.png import heatmap_png
+
+    t0 = time.perf_counter()
+    predictor = Predictor.from_checkpoint(model_path, device=device)
+    prediction = predictor.predict(image, save_queries=True)
+    predict_seconds = time.perf_counter() - t0
+    prediction.write(out, case, ".nii.gz", save_queries=True, save_embeddings=True)
+
+    names = prediction.label_names
+    pred = sitk.GetArrayFromImage(prediction.labels).astype(np.int64)
+    ref = np.rint(sitk.GetArrayFromImage(reference)).astype(np.int64)  # MSD labels may be stored as float
+    if pred.shape != ref.shape:
+        raise DataError(f"the reference labels of {case} are {ref.shape[::-1]} voxels, the image {pred.shape[::-1]}")
+    dice = dice_per_class(pred, ref, range(1, len(names)))
+    heatmap_png(
+        prediction.class_probabilities,
+        out / "class_probabilities.png",
+        vmin=0.0,
+        vmax=1.0,
+        row_labels=[f"Q{q.index}" for q in prediction.queries],
+        col_labels=[*names, "none"],
+    )
+    return prediction, predictor, predict_seconds, {names[k]: float(v) for k, v in dice.items()}, pred, ref
+
+
+def run_hippocampus_demo(out_dir: str | os.PathLike, *, device: str = "auto") -> dict[str, Any]:
+    """Segment the bundled hippocampus sample case (a held-out MSD Task04 test case) with the bundled
+    hippocampus model; write the prediction, per-query maps, overlays and a report with Dice per class
+    against the case's manual labels.
+
+    Raises:
+        CheckpointError: the hippocampus model is not installed.
+        DataError: its sample case is missing.
+    """
+    from MaskMedCore.data.image_io import read_image
+    from MaskMedCore.visual.png import overlay_png
+
+    start = time.perf_counter()
+    model = bundled_model(HIPPOCAMPUS_MODEL)
+    model_path = model.require_checkpoint()
+    sample = model.card.sample
+    if sample is None or not sample.image.is_file() or not sample.label.is_file():
+        where = f"{sample.image} and {sample.label}" if sample is not None else f"a 'sample' in {model.card.source}"
+        raise DataError(f"the hippocampus sample case is missing (expected {where}); reinstall or re-clone MaskMed")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    image, reference = read_image(sample.image), read_image(sample.label)
+    shutil.copyfile(sample.image, out / f"{sample.case}_mri.nii.gz")
+    shutil.copyfile(sample.label, out / f"{sample.case}_reference.nii.gz")
+
+    prediction, predictor, predict_seconds, dice, pred, ref = _segment_and_score(
+        model_path, image, reference, sample.case, out, device
+    )
+    # Sagittal slice (fixed x) with the most labelled voxels: the head (anterior) and the body/tail
+    # (posterior) side by side. (D, H, W) = (z, y, x); rows flipped so that superior (+z) is up.
+    x = int(np.argmax((ref > 0).sum(axis=(0, 1))))
+    mri = sitk.GetArrayFromImage(image).astype(np.float32)
+    window = tuple(float(v) for v in np.percentile(mri, (1.0, 99.5)))
+    for labels, name in ((pred, "overlay_prediction.png"), (ref, "overlay_reference.png")):
+        overlay_png(mri[::-1, :, x], labels[::-1, :, x], out / name, window=window, scale=OVERLAY_SCALE_MRI)
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    names = prediction.label_names
+    report = {
+        "demo": "hippocampus",
+        "model": str(model_path),
+        "model_name": model.name,
+        "model_status": model.card.status,
+        "case": sample.case,
+        "case_split": sample.split,
+        "case_licence": f"{model.card.licence}; {model.card.attribution}",
+        "device": str(predictor.device),
+        "dice": dice,
+        "mean_dice": float(np.mean(list(dice.values()))),
+        "model_card_test_dice": model.card.test_dice,
+        "predict_seconds": predict_seconds,
+        "train_seconds": None,
+        "total_seconds": time.perf_counter() - start,
+        "class_volumes_ml": prediction.class_volumes_ml,
+        "reference_volumes_ml": {names[k]: float((ref == k).sum() * voxel_ml) for k in range(1, len(names))},
+        "queries": [q.to_dict() for q in prediction.queries],
+        "outputs": sorted(p.name for p in out.iterdir()) + ["report.json"],
+    }
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def run_phantom_demo(
+    out_dir: str | os.PathLike,
+    *,
     retrain: bool = False,
     device: str = "auto",
     seed: int = DEMO_SEED,
@@ -89,9 +207,7 @@ def run_demo(
     """
     from MaskMedCore.data.image_io import write_image
     from MaskMedCore.data.phantom import generate_phantom
-    from MaskMedCore.inference.predictor import Predictor
-    from MaskMedCore.metrics.overlap import dice_per_class
-    from MaskMedCore.visual.png import heatmap_png, overlay_png
+    from MaskMedCore.visual.png import overlay_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,35 +224,20 @@ def run_demo(
     write_image(image, out / "phantom_ct.nii.gz")
     write_image(reference, out / "phantom_reference.nii.gz")
 
-    t0 = time.perf_counter()
-    predictor = Predictor.from_checkpoint(model_path, device=device)
-    prediction = predictor.predict(image, save_queries=True)
-    predict_seconds = time.perf_counter() - t0
-    prediction.write(out, "phantom", ".nii.gz", save_queries=True, save_embeddings=True)
-
-    names = prediction.label_names
-    pred = sitk.GetArrayFromImage(prediction.labels)
-    ref = sitk.GetArrayFromImage(reference)
-    dice = dice_per_class(pred, ref, range(1, len(names)))
-    dice_named = {names[k]: float(v) for k, v in dice.items()}
-    heatmap_png(
-        prediction.class_probabilities,
-        out / "class_probabilities.png",
-        vmin=0.0,
-        vmax=1.0,
-        row_labels=[f"Q{q.index}" for q in prediction.queries],
-        col_labels=[*names, "none"],
+    prediction, predictor, predict_seconds, dice, pred, ref = _segment_and_score(
+        model_path, image, reference, "phantom", out, device
     )
     ct = sitk.GetArrayFromImage(image).astype(np.float32)
     mid = int(np.argmax((ref > 0).sum(axis=(1, 2))))  # the slice with the most organ voxels
     overlay_png(ct[mid], pred[mid], out / "overlay_prediction.png", scale=3)
     overlay_png(ct[mid], ref[mid], out / "overlay_reference.png", scale=3)
     report = {
+        "demo": "phantom",
         "model": str(model_path),
         "phantom_seed": seed,
         "device": str(predictor.device),
-        "dice": dice_named,
-        "mean_dice": float(np.mean(list(dice_named.values()))),
+        "dice": dice,
+        "mean_dice": float(np.mean(list(dice.values()))),
         "predict_seconds": predict_seconds,
         "train_seconds": train_seconds,
         "total_seconds": time.perf_counter() - start,

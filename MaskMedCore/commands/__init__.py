@@ -14,4 +14,5 @@ COMMAND_MODULES = (
     "train",
     "predict",
     "demo",
+    "models",
 )

@@ -1,6 +1,8 @@
 """``maskmed plan``: validate a raw dataset, fingerprint it, plan it and fill the preprocessed cache.
 
-Writes ``fingerprint.json``, ``plan.json`` and the preprocessed cases into ``--out`` (default: the
+Writes ``fingerprint.json``, ``plan.json`` (nnU-Net's 3d_fullres configuration), ``plan_cpu.json``
+(the CPU-sized 3d_cpu configuration: same spacing and normalisation, so the same preprocessed cases;
+smaller patch, see ``data/planner.py``) and the preprocessed cases into ``--out`` (default: the
 per-dataset cache folder, never the dataset folder). A second run on an unchanged dataset reuses
 the validation, the fingerprint and every preprocessed case.
 """
@@ -28,7 +30,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from MaskMedCore.data.dataset import load_dataset
     from MaskMedCore.data.fingerprint import compute_fingerprint
-    from MaskMedCore.data.planner import plan_dataset
+    from MaskMedCore.data.planner import PLAN_FILES, cpu_plan, plan_dataset
     from MaskMedCore.data.preprocessed_store import (
         check_output_folder,
         dataset_signature,
@@ -65,12 +67,19 @@ def run(args: argparse.Namespace) -> int:
         gpu_memory_gb=args.gpu_memory_gb,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
     )
+    plans = {"3d_fullres": plan, "3d_cpu": cpu_plan(plan, keep_patch=args.patch_size is not None)}
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "plan.json", plan.to_json() + "\n")
+    for name, configured in plans.items():
+        atomic_write_text(out / PLAN_FILES[name], configured.to_json() + "\n")
+    fullres_path, cpu_path, cpu = out / PLAN_FILES["3d_fullres"], out / PLAN_FILES["3d_cpu"], plans["3d_cpu"]
     print(
-        f"plan: {out / 'plan.json'} (spacing {list(plan.target_spacing)}, patch {list(plan.patch_size)}, "
+        f"plan: {fullres_path} (spacing {list(plan.target_spacing)}, patch {list(plan.patch_size)}, "
         f"batch {plan.batch_size}, {len(plan.strides)} stages, normalisation "
         f"{[n.scheme for n in plan.normalization]})"
+    )
+    print(
+        f"CPU plan: {cpu_path} (patch {list(cpu.patch_size)}, batch {cpu.batch_size}, {len(cpu.strides)} stages; "
+        "'maskmed train' uses it on a CPU unless given --configuration 3d_fullres)"
     )
     if args.no_preprocess:
         return 0

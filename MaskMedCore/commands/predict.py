@@ -15,8 +15,13 @@ _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="segment images with a trained run folder or checkpoint")
-    p.add_argument("-m", "--model", required=True, help="run folder (uses its best checkpoint) or checkpoint file")
+    p = subparsers.add_parser("predict", help="segment images with a trained run folder, checkpoint or bundled model")
+    p.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        help="run folder (uses its best checkpoint), checkpoint file, or a bundled model's name (see 'maskmed models')",
+    )
     p.add_argument(
         "-i",
         "--input",
@@ -86,10 +91,12 @@ def group_cases(inputs: list[str], num_channels: int) -> dict[str, tuple[list[Pa
 
 
 def run(args: argparse.Namespace) -> int:
+    from MaskMedCore.bundled_models import resolve_model
     from MaskMedCore.engine.progress import ProgressReporter
     from MaskMedCore.inference.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(args.model, device=args.device, tta=args.tta, tile_batch_size=args.tile_batch)
+    model = resolve_model(args.model)  # a path, or a bundled model's name such as "hippocampus"
+    predictor = Predictor.from_checkpoint(model, device=args.device, tta=args.tta, tile_batch_size=args.tile_batch)
     cases = group_cases(args.input, len(predictor.channel_names))
     out_dir = Path(args.output)
     try:

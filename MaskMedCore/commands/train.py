@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 
 from MaskMedCore.commands._common import parse_overrides
+from MaskMedCore.config.recipes import DEFAULT_RECIPE, RECIPES
+from MaskMedCore.errors import ConfigError
+
+DEFAULT_EPOCHS = 1000
 
 
 def register(subparsers) -> None:
@@ -12,17 +16,37 @@ def register(subparsers) -> None:
     p.add_argument("dataset", help="raw dataset folder (dataset.json, imagesTr/, labelsTr/)")
     p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
     p.add_argument("--preset", choices=("paper", "tiny"), default="paper")
-    p.add_argument("--fold", type=int, default=0, help="held-out fold 0..4, or -1 to train on all cases")
-    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--fold", default="0", help="held-out fold 0..4 (or of --splits), or 'all' (= -1): every case")
+    p.add_argument("--splits", metavar="FILE", help="split file in nnU-Net's splits_final.json format")
+    p.add_argument("--epochs", type=int, help=f"epochs (default {DEFAULT_EPOCHS}); see --time-budget")
+    p.add_argument("--time-budget", type=float, metavar="MIN", help="set epochs so the whole schedule takes ~MIN min")
     p.add_argument("--iterations-per-epoch", type=int, default=250)
     p.add_argument("--val-iterations", type=int, default=50)
     p.add_argument("--val-every", type=int, default=5)
-    p.add_argument("--lr", type=float, default=1e-3, help="initial LR of the CNN (paper: 1e-3; nnU-Net: 1e-2)")
-    p.add_argument("--transformer-lr-ratio", type=float, default=0.1, help="Transformer : CNN LR (paper: 0.1)")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd (paper) or adamw")
+    p.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default=DEFAULT_RECIPE,
+        help="optimiser, LRs and loss: maskmed (AdamW 3e-3, ratio 1, + semantic loss; default) or paper "
+        "(SGD 1e-3, ratio 0.1, set loss only); the four options below override it",
+    )
+    p.add_argument("--lr", type=float, help="initial LR of the CNN (maskmed: 3e-3; paper: 1e-3; nnU-Net: 1e-2)")
+    p.add_argument("--transformer-lr-ratio", type=float, help="Transformer : CNN LR (maskmed: 1; paper: 0.1)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (paper) or adamw (maskmed)")
+    p.add_argument(
+        "--semantic-weight",
+        type=float,
+        help="weight of CE + Dice on the decoupled head's composed class probabilities (maskmed: 2; paper: 0)",
+    )
     p.add_argument("--no-mirroring", action="store_true", help="no mirror augmentation (left/right labels)")
     p.add_argument("--batch-size", type=int, help="patches per iteration (default: the plan's)")
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("D", "H", "W"), help="plan this patch (first run)")
+    p.add_argument(
+        "--configuration",
+        choices=("auto", "3d_fullres", "3d_cpu"),
+        default="auto",
+        help="plan to train with: 3d_cpu (smaller patch) on a CPU, 3d_fullres on a GPU (auto)",
+    )
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--workers", type=int, default=2, help="background data-loading processes")
     p.add_argument("--seed", type=int, default=0)
@@ -36,38 +60,72 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def parse_fold(text: str) -> int | str:
+    """``all`` (nnU-Net's spelling, = -1) or an integer fold; the range is checked by TrainingConfig."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"--fold is {text!r}; expected 'all' or -1 (train on every case, no validation) or a fold number 0..4"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    from MaskMedCore.config.loss_config import LossConfig
     from MaskMedCore.config.training_config import TrainingConfig
+    from MaskMedCore.engine.splits import check_fold, read_splits
+    from MaskMedCore.engine.time_estimate import CPU_LIMIT_HOURS
     from MaskMedCore.engine.trainer import train
 
+    if args.epochs is not None and args.time_budget is not None:
+        raise ConfigError(
+            f"--epochs {args.epochs} and --time-budget {args.time_budget:g} both set the schedule's length; give one"
+        )
+    fold = parse_fold(args.fold)
+    num_folds = 5
+    if args.splits:  # --fold indexes the file, so its length is the number of folds
+        folds = read_splits(args.splits)
+        check_fold(-1 if fold == "all" else fold, folds, args.splits)
+        num_folds = len(folds)
     config = TrainingConfig(
         preset=args.preset,
-        epochs=args.epochs,
+        epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
         iterations_per_epoch=args.iterations_per_epoch,
         val_iterations=args.val_iterations,
         val_every=args.val_every,
+        recipe=args.recipe,
         initial_lr=args.lr,
         transformer_lr_ratio=args.transformer_lr_ratio,
         optimizer=args.optimizer,
         mirror_axes=() if args.no_mirroring else (0, 1, 2),
         batch_size=args.batch_size,
-        fold=args.fold,
+        fold=fold,
+        num_folds=num_folds,
         seed=args.seed,
         num_workers=args.workers,
         amp=not args.no_amp,
         augment=not args.no_augment,
         device=args.device,
         max_minutes=args.max_minutes,
+        time_budget_minutes=args.time_budget,
+        configuration=args.configuration,
     )
+    semantic = RECIPES[args.recipe].semantic_weight if args.semantic_weight is None else args.semantic_weight
     result = train(
         args.dataset,
         args.out,
         config,
+        loss_config=LossConfig(semantic_weight=semantic),
         preprocessed_dir=args.preprocessed,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
         model_overrides=parse_overrides(args.set),
         progress=args.progress,
         resume=args.resume,
+        splits_file=args.splits,
+        # A schedule whose length the user chose explicitly is never refused.
+        cpu_limit_hours=None if args.epochs is not None else CPU_LIMIT_HOURS,
     )
     if result.stopped_early and "max-minutes" not in (result.stop_reason or ""):
         return 130  # interrupted (signal or cancel); the latest checkpoint is resumable

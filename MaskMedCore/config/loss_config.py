@@ -58,6 +58,8 @@ class LossConfig(JsonConfig):
             the weights are normalised to sum 1. Unlike nnU-Net, the coarsest stage keeps its
             weight.
         coupled_dice_smooth: smoothing term of the coupled heads' soft Dice (nnU-Net: 1e-5).
+        semantic_weight: decoupled head only: weight of an extra CE + soft Dice on the composed per-voxel
+            class probabilities (``losses/criterion.py``); 0 (the paper) leaves it out.
     """
 
     config_name: ClassVar[str] = "loss config"
@@ -73,6 +75,7 @@ class LossConfig(JsonConfig):
     matching: str = "final"
     deep_supervision_decay: float = 0.5
     coupled_dice_smooth: float = 1e-5
+    semantic_weight: float = 0.0
 
     def __post_init__(self) -> None:
         inf = math.inf
@@ -102,5 +105,6 @@ class LossConfig(JsonConfig):
         object.__setattr__(
             self, "coupled_dice_smooth", _check_float("coupled_dice_smooth", self.coupled_dice_smooth, 0.0, inf)
         )
+        object.__setattr__(self, "semantic_weight", _check_float("semantic_weight", self.semantic_weight, 0.0, inf))
 
     # ------------------------------------------------------------------ JSON

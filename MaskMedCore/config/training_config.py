@@ -1,10 +1,11 @@
-"""Training configuration: the paper's recipe (MaskMed appendix C) on nnU-Net's trainer defaults.
+"""Training configuration: MaskMed appendix C on nnU-Net's trainer defaults, with a selectable recipe.
 
-Defaults follow the paper where it speaks (SGD, momentum 0.99, weight decay 3e-5, initial LR
-1e-3, poly decay 0.9 per parameter group with CNN : Transformer = 1 : 0.1, batch size 2,
-1000 epochs x 250 iterations) and nnU-Net v2 elsewhere (Nesterov momentum, gradient clipping at
-12, foreground oversampling 0.33, 5 folds, AMP on CUDA). Note that nnU-Net's own initial LR is
-1e-2; the paper's 1e-3 is the default here.
+The optimiser, its LR and the CNN : Transformer ratio come from ``recipe`` (``config/recipes.py``) unless
+given: ``maskmed`` (the default: AdamW 3e-3, ratio 1, chosen from learning curves on real data on a CPU)
+or ``paper`` (SGD with Nesterov momentum 0.99, LR 1e-3, ratio 1 : 0.1). Everything else follows the
+paper where it speaks (weight decay 3e-5, poly decay 0.9 per parameter group, 1000 epochs x 250
+iterations) and nnU-Net v2 elsewhere (gradient clipping at 12, foreground oversampling 0.33, 5 folds,
+AMP on CUDA). nnU-Net's own recipe is SGD at LR 1e-2.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import ClassVar
 
 from MaskMedCore.config.json_config import JsonConfig
 from MaskMedCore.config.model_config import PRESETS
+from MaskMedCore.config.recipes import DEFAULT_RECIPE, get_recipe
 from MaskMedCore.config.validation import check_choice, check_positive_int
 from MaskMedCore.errors import ConfigError
 
 DEVICES = ("auto", "cuda", "cpu")
 OPTIMIZERS = ("sgd", "adamw")
 VALIDATIONS = ("patches", "cases")
+CONFIGURATIONS = ("auto", "3d_fullres", "3d_cpu")
+ALL_FOLDS = "all"
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,9 @@ class TrainingConfig(JsonConfig):
     iterations_per_epoch: training iterations per epoch.
     val_iterations: validation patches (batches) per validation round.
     val_every: validate every this many epochs (and after the last).
+    recipe: where ``optimizer``, ``initial_lr`` and ``transformer_lr_ratio`` come from when they are not
+        given (``maskmed`` or ``paper``, see ``config/recipes.py``; the recipe's loss extra is applied by
+        the trainer when it builds the default LossConfig).
     initial_lr: LR of the CNN group; the Transformer group gets ``initial_lr * transformer_lr_ratio``.
     transformer_lr_ratio: the paper's lambda_Trans (Table 5: 0.1).
     momentum: SGD momentum.
@@ -39,8 +46,9 @@ class TrainingConfig(JsonConfig):
     grad_clip: gradient-norm clip (nnU-Net: 12).
     batch_size: patches per iteration per process; ``None`` uses the plan's.
     oversample_foreground: fraction of each batch forced to contain foreground.
-    fold: held-out fold (0..num_folds-1), or -1 to train on every case without validation.
-    num_folds: folds of the split file.
+    fold: held-out fold (0..num_folds-1), or -1 to train on every case without validation; nnU-Net's
+        spelling ``"all"`` is accepted and stored as -1.
+    num_folds: folds of the split file (with a user-given split file: its length).
     split_seed: seed of the split file (nnU-Net: 12345).
     seed: seed of sampling, augmentation and initialisation.
     num_workers: background data-loading processes.
@@ -51,6 +59,11 @@ class TrainingConfig(JsonConfig):
     mirror_axes: axes (0=D, 1=H, 2=W) mirrored by augmentation; ``()`` for datasets with left/right
         labels (e.g. kidney_left/kidney_right), as TotalSegmentator trains.
     max_minutes: stop (with a resumable checkpoint) after this wall time; ``None`` = no limit.
+    time_budget_minutes: fit the whole schedule into about this wall time: before the first step the
+        trainer times a few steps and replaces ``epochs`` by the most epochs of ``iterations_per_epoch``
+        whose estimated duration (validation included) fits, at least 1, so the poly schedule still
+        runs to its end (``engine/time_estimate.py``). The run's saved config holds the resolved
+        ``epochs``; ``None`` keeps ``epochs``.
     validation: ``patches`` (nnU-Net's pseudo-Dice over ``val_iterations`` random validation batches) or
         ``cases`` (every validation case predicted whole by sliding window, mean per-case Dice;
         ``engine/case_validation.py``).
@@ -58,6 +71,9 @@ class TrainingConfig(JsonConfig):
         (0 = none, as nnU-Net and the paper).
     channels_last: run the network in ``channels_last_3d`` memory format (same results up to float
         rounding; on 2 CPU cores 1.4x faster training steps for the tiny preset, BENCHMARKS.md).
+    configuration: the plan to train with: ``3d_fullres`` (``plan.json``), ``3d_cpu`` (``plan_cpu.json``,
+        a smaller patch, ``data/planner.py``) or ``auto`` (``3d_cpu`` when the device is the CPU,
+        ``3d_fullres`` otherwise). The run's saved config holds the resolved name.
     """
 
     config_name: ClassVar[str] = "training config"
@@ -67,8 +83,9 @@ class TrainingConfig(JsonConfig):
     iterations_per_epoch: int = 250
     val_iterations: int = 50
     val_every: int = 5
-    initial_lr: float = 1e-3
-    transformer_lr_ratio: float = 0.1
+    recipe: str = DEFAULT_RECIPE
+    initial_lr: float | None = None
+    transformer_lr_ratio: float | None = None
     momentum: float = 0.99
     nesterov: bool = True
     weight_decay: float = 3e-5
@@ -85,20 +102,29 @@ class TrainingConfig(JsonConfig):
     augment: bool = True
     device: str = "auto"
     max_minutes: float | None = None
-    optimizer: str = "sgd"
+    optimizer: str | None = None
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     validation: str = "patches"
     warmup_iterations: int = 0
     channels_last: bool = True
+    time_budget_minutes: float | None = None
+    configuration: str = "auto"
 
     def __post_init__(self) -> None:
+        if isinstance(self.fold, str) and self.fold.strip().lower() == ALL_FOLDS:
+            object.__setattr__(self, "fold", -1)
         object.__setattr__(self, "mirror_axes", tuple(int(a) for a in self.mirror_axes))
         if any(a not in (0, 1, 2) for a in self.mirror_axes):
             raise ConfigError(f"mirror_axes must be a subset of (0, 1, 2), got {self.mirror_axes}")
+        recipe = get_recipe(self.recipe)
+        for name, value in recipe.training_fields().items():  # the recipe fills what was not given
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("preset", self.preset, PRESETS)
         check_choice("device", self.device, DEVICES)
         check_choice("validation", self.validation, VALIDATIONS)
+        check_choice("configuration", self.configuration, CONFIGURATIONS)
         if self.warmup_iterations < 0:
             raise ConfigError(f"warmup_iterations must be >= 0, got {self.warmup_iterations}")
         for name in ("epochs", "iterations_per_epoch", "val_iterations", "val_every", "num_folds"):
@@ -114,12 +140,17 @@ class TrainingConfig(JsonConfig):
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.oversample_foreground <= 1:
             raise ConfigError(f"oversample_foreground must be in [0, 1], got {self.oversample_foreground}")
-        if not (self.fold == -1 or 0 <= self.fold < self.num_folds):
-            raise ConfigError(f"fold is {self.fold}; expected -1 (all cases) or 0..{self.num_folds - 1}")
+        if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not -1 <= self.fold < self.num_folds:
+            raise ConfigError(
+                f"fold is {self.fold!r}; expected 'all' or -1 (train on every case, no validation) "
+                f"or a held-out fold 0..{self.num_folds - 1}"
+            )
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
+        for name in ("max_minutes", "time_budget_minutes"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0 (minutes), got {value}")
 
     @property
     def total_iterations(self) -> int:

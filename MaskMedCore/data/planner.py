@@ -26,7 +26,18 @@ Departures from nnU-Net:
 - cases are always cropped to non-zero and ``zscore`` then always uses the non-zero mask
   (nnU-Net does the latter only when cropping shrinks the median case below 75 %);
 - the memory estimate counts the UNet's feature maps only, not the MaskMed head and bridge;
-- an explicit ``patch_size`` is padded up to a multiple of its total stride, like nnU-Net's own.
+- an explicit ``patch_size`` is padded up to a multiple of its total stride, like nnU-Net's own;
+- a second configuration, ``3d_cpu`` (:func:`cpu_plan`, saved as ``plan_cpu.json`` beside ``plan.json``),
+  is sized for training on a CPU, where time, not memory, is the limit. nnU-Net has no such
+  configuration (the idea is TotalSegmentator's smaller "fast" models). It keeps ``3d_fullres``'s target
+  spacing and normalisation, so both share the preprocessed cases, and applies nnU-Net's own shrinking
+  rule (the axis with the largest patch/median-shape ratio first, one total stride at a time) to
+  ``3d_fullres``'s patch until the feature-map estimate is under ``CPU_FEATURE_MAP_VOXELS`` = 70e6
+  (nnU-Net's budget scaled to a 1 GB GPU). Its batch size follows nnU-Net's memory rule under that
+  budget, never above ``3d_fullres``'s batch (which carries the 5 % dataset cap) and at least 2. A
+  6.5 x 0.78 x 0.78 mm brain MR (median shape 24 x 256 x 256) goes from 24 x 256 x 256 to 12 x 128 x 128
+  (about 58^3 voxels); small patches such as MSD hippocampus's 40 x 56 x 40 (4 stages, estimate 19e6)
+  stay as they are, batch included. An explicit ``patch_size`` is kept by both configurations.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import numpy as np
 
 from MaskMedCore.config.model_config import default_features
 from MaskMedCore.config.plan_config import ChannelNormalization, PlanConfig
+from MaskMedCore.config.validation import check_choice
 from MaskMedCore.data.dataset import RawDataset
 from MaskMedCore.data.preprocessing import target_shape
 from MaskMedCore.errors import ConfigError, DataError
@@ -53,6 +65,11 @@ REFERENCE_GPU_GB = 8.0
 REFERENCE_BATCH_SIZE = 2
 MAX_BATCH_DATASET_FRACTION = 0.05
 MIN_BATCH_SIZE = 2
+CPU_FEATURE_MAP_VOXELS = REFERENCE_FEATURE_MAP_VOXELS // 8
+"""Feature-map budget of the ``3d_cpu`` configuration: nnU-Net's reference scaled to a 1 GB GPU (70e6)."""
+CONFIGURATIONS = ("3d_fullres", "3d_cpu")
+PLAN_FILES = {"3d_fullres": "plan.json", "3d_cpu": "plan_cpu.json"}
+"""Where each configuration's plan is kept in the preprocessed folder."""
 
 
 class Topology(NamedTuple):
@@ -185,8 +202,9 @@ def plan_dataset(
     max_stages: int = 6,
     batch_size: int | None = None,
     target_spacing: Sequence[float] | None = None,
+    configuration: str = "3d_fullres",
 ) -> PlanConfig:
-    """Plan the 3D full-resolution configuration of ``dataset``.
+    """Plan the 3D full-resolution (or the CPU-sized) configuration of ``dataset``.
 
     Args:
         dataset: the raw dataset (names, channels, labels).
@@ -197,6 +215,8 @@ def plan_dataset(
         max_stages: the most UNet stages (resolutions).
         batch_size: fixed batch size instead of nnU-Net's rule.
         target_spacing: (D, H, W) spacing instead of the median-spacing rule.
+        configuration: ``3d_fullres`` (nnU-Net's) or ``3d_cpu`` (:func:`cpu_plan` of the former; an
+            explicit ``patch_size`` or ``batch_size`` is kept).
 
     Raises:
         DataError: the fingerprint does not belong to ``dataset``, or a CT channel has no statistics.
@@ -207,6 +227,7 @@ def plan_dataset(
             f"fingerprint channel_names {fingerprint.get('channel_names')} do not match dataset.json "
             f"{list(dataset.channel_names)}; recompute the fingerprint"
         )
+    check_choice("configuration", configuration, CONFIGURATIONS)
     if not gpu_memory_gb > 0:
         raise ConfigError(f"gpu_memory_gb must be > 0, got {gpu_memory_gb}")
     if max_stages < 2:
@@ -242,9 +263,10 @@ def plan_dataset(
             f"patch_size {topo.patch_size} is too small to downsample even once at spacing {spacing}; "
             f"use at least {2 * MIN_FEATURE_MAP_SIZE} voxels along the finest-spacing axes"
         )
+    fixed_batch = batch_size is not None
     if batch_size is None:
         batch_size = _batch_size(estimate(topo), budget, topo.patch_size, median_shape, len(cases))
-    return PlanConfig(
+    plan = PlanConfig(
         dataset_name=dataset.name,
         channel_names=dataset.channel_names,
         labels=dataset.labels,
@@ -259,6 +281,41 @@ def plan_dataset(
         median_shape=median_shape,
         crop_to_nonzero=True,
     )
+    if configuration == "3d_cpu":
+        return cpu_plan(plan, keep_patch=patch_size is not None, keep_batch=fixed_batch)
+    return plan
+
+
+def cpu_plan(plan: PlanConfig, *, keep_patch: bool = False, keep_batch: bool = False) -> PlanConfig:
+    """The ``3d_cpu`` configuration of a ``3d_fullres`` plan (the rule is in the module docstring).
+
+    Args:
+        plan: the ``3d_fullres`` plan; its spacing, normalisation and median shape are kept.
+        keep_patch: keep the plan's patch and topology (it was given explicitly).
+        keep_batch: keep the plan's batch size (it was given explicitly).
+    """
+    divisor = tuple(int(d) for d in np.prod(np.asarray(plan.strides), axis=0))
+    topo = Topology(plan.strides, plan.kernel_sizes, plan.patch_size, divisor)
+
+    def estimate(t: Topology) -> int:
+        return feature_map_voxels(t.patch_size, t.strides, default_features(len(t.strides)), plan.num_classes)
+
+    if not keep_patch:
+        # A smaller patch never has more stages, so the 3d_fullres stage count is the cap it was planned with.
+        max_stages = len(plan.strides)
+        spacing, median = plan.target_spacing, plan.median_shape
+        topo = _shrink_patch(topo, spacing, median, max_stages, CPU_FEATURE_MAP_VOXELS, estimate, strict=False)
+    batch = plan.batch_size
+    if not keep_batch:
+        by_memory = round(CPU_FEATURE_MAP_VOXELS / estimate(topo) * REFERENCE_BATCH_SIZE)
+        batch = max(min(by_memory, plan.batch_size), MIN_BATCH_SIZE)
+    return plan.replace(
+        patch_size=topo.patch_size,
+        batch_size=int(batch),
+        features_per_stage=default_features(len(topo.strides)),
+        kernel_sizes=topo.kernel_sizes,
+        strides=topo.strides,
+    )
 
 
 def _fit_patch(spacing, median_shape, max_stages, budget, estimate) -> Topology:
@@ -266,9 +323,19 @@ def _fit_patch(spacing, median_shape, max_stages, budget, estimate) -> Topology:
     initial = np.round(inv * (INITIAL_PATCH_VOXELS / np.prod(inv)) ** (1 / 3)).astype(int)
     initial = np.maximum(np.minimum(initial, median_shape), 1)
     topo = network_topology(spacing, initial, max_stages)
+    return _shrink_patch(topo, spacing, median_shape, max_stages, budget, estimate)
+
+
+def _shrink_patch(topo: Topology, spacing, median_shape, max_stages, budget, estimate, strict=True) -> Topology:
+    """nnU-Net's rule: while over ``budget``, shrink the axis with the largest patch/median ratio by its stride.
+
+    Where no axis can shrink any more, ``strict`` raises; otherwise the smallest patch is returned.
+    """
     while estimate(topo) > budget:
         ratios = np.asarray(topo.patch_size) / np.asarray(median_shape)
         shrinkable = [a for a in range(3) if topo.patch_size[a] - topo.divisor[a] >= MIN_FEATURE_MAP_SIZE]
+        if not shrinkable and not strict:
+            break
         if not shrinkable:
             raise ConfigError(
                 f"gpu_memory_gb={budget * REFERENCE_GPU_GB / REFERENCE_FEATURE_MAP_VOXELS:g} is too small: even "

@@ -14,7 +14,7 @@ from Dice in the original grid after export.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from MaskMedCore.engine.distributed import DistributedContext
 
 @torch.no_grad()
 def validate_cases(
-    model: torch.nn.Module,
+    predict_probs: Callable[[torch.Tensor], torch.Tensor],
     cases: Sequence,
     patch_size: Sequence[int],
     num_classes: int,
@@ -32,12 +32,12 @@ def validate_cases(
     ctx: DistributedContext,
     *,
     overlap: float = 0.5,
-    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> list[float | None]:
     """Mean over validation cases of the per-class Dice of whole-case predictions.
 
     Args:
-        model: the network (evaluated as is; the caller sets eval mode and deep supervision off).
+        predict_probs: maps (B, C, d, h, w) tiles to (B, K, d, h, w) class probabilities, e.g.
+            ``lambda x: semantic_probs(model(x))`` with the model in eval mode, deep supervision off.
         cases: ``PreprocessedCase`` items with labels; under DDP each rank predicts every
             ``world_size``-th case and the sums are all-reduced.
         patch_size: (D, H, W) tile size.
@@ -45,22 +45,21 @@ def validate_cases(
         device: where the network runs.
         ctx: the distributed context.
         overlap: tile overlap (nnU-Net: 0.5).
-        memory_format: memory format of the network's input tiles (``torch.channels_last_3d`` when the
-            model was converted to it).
 
     Returns:
         K-1 values: per foreground class the mean Dice over the cases where it is defined, or None
         where it is defined in no case.
     """
     from MaskMedCore.inference.sliding_window import sliding_window_predict
-    from MaskMedCore.models.outputs import semantic_probs
 
     sums = torch.zeros(2, num_classes - 1, dtype=torch.float64)  # Dice sum, case count
     for case in list(cases)[ctx.rank :: ctx.world_size]:
-        image = torch.from_numpy(np.array(case.image, dtype=np.float32))  # a copy: the case may be a read-only memory map
+        image = torch.from_numpy(
+            np.array(case.image, dtype=np.float32)
+        )  # a copy: the case may be a read-only memory map
         probs = sliding_window_predict(
             image,
-            lambda x: semantic_probs(model(x.contiguous(memory_format=memory_format))),
+            predict_probs,
             patch_size,
             overlap=overlap,
             tile_batch_size=1,

@@ -3,6 +3,8 @@
 JSON mode prints one object per line on stdout, each with an ``event`` key:
 
 - ``{"event": "start", "total_iterations": ..., "start_iteration": ...}``
+- ``{"event": "estimate", "seconds_per_iteration": ..., "iterations": ..., "estimated_seconds": ..., ...}``
+  (the run's duration estimated before its first step, ``engine/time_estimate.py``)
 - ``{"event": "iteration", "epoch": e, "iteration": i, "loss": ..., "terms": {...}, "lr": ..., "eta_seconds": ...}``
   (at most one per ``json_interval`` seconds, plus the last of each epoch)
 - ``{"event": "epoch", "epoch": e, "iteration": i, "train_loss": ..., "val_dice": {name: d} | null,
@@ -112,6 +114,14 @@ class ProgressReporter:
             dice = "" if mean is None else f", val Dice {mean:.4f}"
             self._bar.write(f"epoch {epoch}: train loss {train_loss:.4f}{dice}, lr {lr:.2e}")
         self._emit(event)
+
+    def estimate(self, text: str, **fields: Any) -> None:
+        """The duration estimate: ``text`` for people, ``fields`` for the ``estimate`` event."""
+        if self._bar is not None:
+            self._bar.write(text)
+        elif self.mode == "none":
+            print(text, file=sys.stderr)
+        self._emit({"event": "estimate", **fields})
 
     def message(self, text: str) -> None:
         if self._bar is not None:

@@ -5,18 +5,19 @@ Transformer, LR ratio 1 : 0.1) with per-group poly decay; deep supervision; grad
 AMP on CUDA; patches from background workers, augmented on the training device; validation
 pseudo-Dice every few epochs with the best checkpoint chosen on its moving average; atomic
 ``checkpoint_latest.pt`` (every epoch, and on stop) and ``checkpoint_best.pt``; resumable at any
-iteration; DDP when launched by ``torchrun``.
+iteration; DDP when launched by ``torchrun``. Before the first step the schedule's duration is
+estimated from a few timed steps and reported; it sets the epochs of a time budget and refuses an
+unsized CPU run that would not finish (``time_estimate.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from MaskMedCore.config.loss_config import LossConfig
+from MaskMedCore.config.recipes import get_recipe
 from MaskMedCore.config.training_config import TrainingConfig
 from MaskMedCore.engine.checkpoint import load_checkpoint, save_checkpoint
 from MaskMedCore.engine.distributed import DistributedContext, init_distributed, shutdown_distributed
@@ -32,7 +34,10 @@ from MaskMedCore.engine.lr_schedule import PerGroupPolyLR
 from MaskMedCore.engine.progress import ProgressReporter
 from MaskMedCore.engine.pseudo_dice import PseudoDice
 from MaskMedCore.engine.rng_state import capture_rng, restore_rng
-from MaskMedCore.engine.train_setup import load_split_cases, prepare_plan
+from MaskMedCore.engine.splits import write_splits
+from MaskMedCore.engine.time_estimate import CPU_LIMIT_HOURS, ScheduleEstimate, estimate_schedule
+from MaskMedCore.engine.train_setup import choose_split, config_for_splits, load_cases, prepare_plan
+from MaskMedCore.engine.train_step import make_patch_pipeline, train_step
 from MaskMedCore.errors import CheckpointError, ConfigError
 from MaskMedCore.io_utils import atomic_write_text
 
@@ -49,6 +54,15 @@ class TrainResult:
     stop_reason: str | None = None
     parameter_digest: str = ""  # sha256 of this rank's final parameters (DDP ranks must agree)
     history: list[dict[str, Any]] = field(default_factory=list)
+    estimate: ScheduleEstimate | None = None  # the duration estimated before the first step
+    config: TrainingConfig | None = None  # the recipe as run (configuration and time-budget epochs resolved)
+
+
+def resolve_configuration(name: str, device: torch.device) -> str:
+    """``auto`` -> ``3d_cpu`` on the CPU, ``3d_fullres`` on a GPU; other names as they are."""
+    if name != "auto":
+        return name
+    return "3d_cpu" if device.type == "cpu" else "3d_fullres"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,6 +112,8 @@ def train(
     progress: str = "bar",
     resume: bool = False,
     cancel: Callable[[], bool] | None = None,
+    splits_file: str | Path | None = None,
+    cpu_limit_hours: float | None = CPU_LIMIT_HOURS,
 ) -> TrainResult:
     """Train MaskMed on a raw dataset folder; write checkpoints and logs to ``run_dir``.
 
@@ -114,6 +130,20 @@ def train(
         progress: ``bar``, ``json`` or ``none``.
         resume: continue ``run_dir`` from its latest checkpoint (same LR schedule and step count).
         cancel: polled after every iteration; True stops with a resumable checkpoint.
+        splits_file: a split file in nnU-Net's ``splits_final.json`` format to train with (checked
+            against the dataset, copied into the run as ``splits.json``; ``num_folds`` becomes its length).
+        cpu_limit_hours: on the CPU, refuse a new run whose estimated duration exceeds this, unless
+            ``config.time_budget_minutes`` sized it; ``None`` never refuses (the CLI passes None when
+            ``--epochs`` is given).
+
+    Before the first step the schedule's duration is estimated from a few timed steps
+    (``engine/time_estimate.py``), reported (``estimate`` event), and used for
+    ``config.time_budget_minutes``. A refused run raises before anything is written into ``run_dir``.
+
+    Raises:
+        ConfigError: bad options, an existing run without ``resume``, or a refused CPU run.
+        DataError: the dataset or a split file is invalid.
+        CheckpointError: ``resume`` without a readable checkpoint.
     """
     run_dir = Path(run_dir)
     latest_path = run_dir / LATEST
@@ -123,6 +153,8 @@ def train(
             raise CheckpointError(f"cannot resume: {latest_path} does not exist")
         checkpoint = load_checkpoint(latest_path)
         saved = TrainingConfig.from_json(checkpoint.training_config_json, source=f"{latest_path}: training_config")
+        if "configuration" not in json.loads(checkpoint.training_config_json):
+            saved = saved.replace(configuration="3d_fullres")  # runs from before plan_cpu.json trained on plan.json
         config = saved.replace(device=config.device, num_workers=config.num_workers, max_minutes=config.max_minutes)
         loss_config = checkpoint.loss_config
     elif latest_path.exists():
@@ -143,10 +175,12 @@ def train(
             preprocessed_dir,
             patch_size,
             model_overrides,
-            loss_config or LossConfig(),
+            loss_config or LossConfig(semantic_weight=get_recipe(config.recipe).semantic_weight),
             progress,
             checkpoint,
             cancel,
+            splits_file,
+            cpu_limit_hours,
         )
     finally:
         shutdown_distributed(ctx)
@@ -165,21 +199,27 @@ def _run(
     progress_mode,
     checkpoint,
     cancel,
+    splits_file,
+    cpu_limit_hours,
 ) -> TrainResult:
     from MaskMedCore.losses.build import build_criterion
     from MaskMedCore.models.build import build_model
 
-    # The run folder is created only once the dataset has been read and planned: bad input leaves nothing behind.
-    plan, folder, case_ids = prepare_plan(Path(dataset_dir), preprocessed_dir, ctx, patch_size, progress=ctx.is_main)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    ctx.barrier()
+    # Nothing is written into the run folder before the run is known to go ahead (dataset read and
+    # planned, split checked, duration estimated): bad input or a refused run leaves nothing behind.
+    config = config.replace(configuration=resolve_configuration(config.configuration, device))
+    plan, folder, case_ids = prepare_plan(
+        Path(dataset_dir), preprocessed_dir, ctx, patch_size, progress=ctx.is_main, configuration=config.configuration
+    )
     if checkpoint is not None and checkpoint.plan != plan:
         raise CheckpointError(
             f"the dataset's plan in {folder} differs from the plan this run was trained with; "
             "resume with the same --preprocessed folder"
         )
-    train_cases, val_cases = load_split_cases(folder, case_ids, run_dir, config, ctx)
+    if splits_file is not None:
+        config = config_for_splits(config, splits_file)
+    folds, train_ids, val_ids = choose_split(case_ids, run_dir, config, splits_file, resume=checkpoint is not None)
+    train_cases, val_cases = load_cases(folder, train_ids), load_cases(folder, val_ids)
     model_cfg = checkpoint.model_config if checkpoint else plan.model_config(config.preset, **(model_overrides or {}))
     batch_size = config.batch_size or plan.batch_size
 
@@ -188,21 +228,49 @@ def _run(
     model = build_model(model_cfg).to(device, memory_format=memory_format)
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model_state)
-    optimizer = build_optimizer(model, config)
-    scheduler = PerGroupPolyLR(optimizer, config.initial_lr, config.epochs, config.poly_exponent)
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    criterion = build_criterion(model_cfg, loss_config, reduce_num_masks=ctx.all_reduce_mean if ctx.enabled else None)
+    sampler, augmenter = make_patch_pipeline(train_cases, plan, config, batch_size)
+    step_args = dict(device=device, use_amp=use_amp, amp_dtype=amp_dtype, memory_format=memory_format)
+    state = dict(epoch=0, epoch_iteration=0, iteration=0, best_ema=-math.inf, ema=None, history=[])
+    if checkpoint is not None:
+        state.update({k: checkpoint.training_state[k] for k in state})
+
+    config, estimate = estimate_schedule(
+        model,
+        lambda twin: build_optimizer(twin, config),
+        criterion,
+        sampler,
+        augmenter,
+        val_cases,
+        plan.patch_size,
+        batch_size,
+        config,
+        ctx,
+        step_args,
+        start_epoch=state["epoch"],
+        start_iteration=state["iteration"],
+        resumed=checkpoint is not None,
+        cpu_limit_hours=cpu_limit_hours,
+        announce=ctx.is_main and progress_mode == "bar",
+    )
+    optimizer = build_optimizer(model, config)
+    scheduler = PerGroupPolyLR(optimizer, config.initial_lr, config.epochs, config.poly_exponent)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     net = (
         torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         if ctx.enabled
         else model
     )  # noqa: E501
-    criterion = build_criterion(model_cfg, loss_config, reduce_num_masks=ctx.all_reduce_mean if ctx.enabled else None)
 
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if folds is not None:
+            write_splits(run_dir / "splits.json", folds)
+    ctx.barrier()
     aug_gen = torch.Generator().manual_seed(config.seed * 1000 + ctx.rank)
     np_rng = np.random.default_rng([config.seed, ctx.rank])
-    state = dict(epoch=0, epoch_iteration=0, iteration=0, best_ema=-math.inf, ema=None, history=[])
     if checkpoint is not None:
         ts = checkpoint.training_state
         optimizer.load_state_dict(ts["optimizer"])
@@ -210,7 +278,6 @@ def _run(
         if ts.get("grad_scaler"):
             scaler.load_state_dict(ts["grad_scaler"])
         restore_rng(ts["rng"], aug_gen, np_rng)
-        state.update({k: ts[k] for k in ("epoch", "epoch_iteration", "iteration", "best_ema", "ema", "history")})
 
     if ctx.is_main:
         for name, text in (
@@ -245,7 +312,13 @@ def _run(
         state["iteration"],
         log_path=run_dir / "train.log" if ctx.is_main else None,
     )
-    loader, augmenter = _make_loader(train_cases, plan, config, batch_size, ctx, state)
+    reporter.estimate(
+        estimate.summary(),
+        **estimate.event(
+            device=device.type, configuration=config.configuration, time_budget_minutes=config.time_budget_minutes
+        ),
+    )
+    loader = _make_loader(sampler, config, ctx, state)
     start = time.monotonic()
     stopped = False
     try:
@@ -260,7 +333,7 @@ def _run(
                 while state["epoch_iteration"] < config.iterations_per_epoch:
                     if state["iteration"] <= config.warmup_iterations:  # the last call restores the poly LR
                         _warm_up(optimizer, scheduler, epoch, state["iteration"], config.warmup_iterations)
-                    loss, terms = _train_step(
+                    loss, terms = train_step(
                         net,
                         criterion,
                         optimizer,
@@ -321,7 +394,16 @@ def _run(
     best = None if state["best_ema"] == -math.inf else float(state["best_ema"])
     reason = stop.reason if stopped else None
     return TrainResult(
-        run_dir, state["epoch"], state["iteration"], best, stopped, reason, parameter_digest(model), state["history"]
+        run_dir,
+        state["epoch"],
+        state["iteration"],
+        best,
+        stopped,
+        reason,
+        parameter_digest(model),
+        state["history"],
+        estimate,
+        config,
     )
 
 
@@ -351,24 +433,12 @@ def _any_rank(flag: bool, ctx: DistributedContext) -> bool:
     return bool(ctx.all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
 
 
-def _make_loader(train_cases, plan, config: TrainingConfig, batch_size: int, ctx, state):
-    from MaskMedCore.config.augmentation_config import AugmentationConfig, needs_dummy_2d
-    from MaskMedCore.data.augmentation import Augmenter
+def _make_loader(sampler, config: TrainingConfig, ctx, state):
     from MaskMedCore.data.loader import BatchLoader
-    from MaskMedCore.data.sampling import PatchSampler, augmentation_sample_size
 
-    patch = plan.patch_size
-    aug_cfg = AugmentationConfig(
-        dummy_2d=needs_dummy_2d(patch), enabled=config.augment, mirror_axes=tuple(config.mirror_axes)
-    )
-    # nnU-Net's per-axis enlargement: far cheaper crops than covering composed rotations.
-    sample_size = augmentation_sample_size(aug_cfg, patch, composed_rotations=False)
-    sampler = PatchSampler(train_cases, patch, sample_size, batch_size, config.oversample_foreground)
     # A resumed run continues with a fresh but deterministic stream of patches.
     seed = (config.seed * 1_000_003 + state["epoch"] * 10_007 + state["epoch_iteration"]) % 2**31
-    loader = BatchLoader(sampler, num_workers=config.num_workers, seed=seed, rank=ctx.rank)
-    augmenter = Augmenter(aug_cfg, patch) if config.augment else None
-    return loader, augmenter
+    return BatchLoader(sampler, num_workers=config.num_workers, seed=seed, rank=ctx.rank)
 
 
 def _warm_up(optimizer, scheduler: PerGroupPolyLR, epoch: int, iteration: int, warmup: int) -> None:
@@ -376,44 +446,6 @@ def _warm_up(optimizer, scheduler: PerGroupPolyLR, epoch: int, iteration: int, w
     factor = min(1.0, (iteration + 1) / warmup) if warmup else 1.0
     for group in optimizer.param_groups:
         group["lr"] = scheduler.lr_at(epoch, group.get("lr_scale", 1.0)) * factor
-
-
-def _train_step(
-    net,
-    criterion,
-    optimizer,
-    scaler,
-    augmenter,
-    batches: Iterator,
-    device,
-    use_amp,
-    amp_dtype,
-    grad_clip,
-    gen,
-    memory_format=torch.contiguous_format,
-) -> tuple[float, dict[str, float]]:
-    images, labels = next(batches)
-    images = images.to(device, non_blocking=True)
-    labels = labels.to(device, non_blocking=True)
-    if augmenter is not None:  # without augmentation the sampler already delivers final-size patches
-        images, labels = augmenter(images, labels, generator=gen)
-    images = images.contiguous(memory_format=memory_format)
-    optimizer.zero_grad(set_to_none=True)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
-    with autocast:
-        out = net(images)
-    result = criterion(out, labels.long(), generator=gen)
-    if scaler.is_enabled():
-        scaler.scale(result.total).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        result.total.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-        optimizer.step()
-    return result.terms["total"], result.terms
 
 
 @torch.no_grad()
@@ -429,8 +461,16 @@ def _validate(
     model.eval()
     model.deep_supervision = False
     if config.validation == "cases":
+        from MaskMedCore.inference.cpu_batching import forward_batch_padded, needs_batch_padding
+
+        min_batch = 2 if needs_batch_padding(device, model.encoder.features_per_stage[0], plan.patch_size) else 1
         dice = validate_cases(
-            model, val_cases, plan.patch_size, plan.num_classes, device, ctx, memory_format=memory_format
+            lambda x: semantic_probs(forward_batch_padded(model, x.contiguous(memory_format=memory_format), min_batch)),
+            val_cases,
+            plan.patch_size,
+            plan.num_classes,
+            device,
+            ctx,
         )
         model.train()
         model.deep_supervision = True

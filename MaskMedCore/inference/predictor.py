@@ -29,6 +29,7 @@ import torch
 from MaskMedCore.engine.checkpoint import Checkpoint, load_checkpoint
 from MaskMedCore.engine.trainer import resolve_device
 from MaskMedCore.errors import DataError
+from MaskMedCore.inference.cpu_batching import default_tile_batch, forward_batch_padded, needs_batch_padding
 from MaskMedCore.inference.query_summary import (
     QueryAccumulator,
     QueryInfo,
@@ -109,26 +110,6 @@ class Prediction:
         return written
 
 
-# PyTorch (aten/src/ATen/native/Convolution.cpp, ``use_mkldnn``) runs a batch-1 CPU convolution with
-# a kernel of at most 3x3 on oneDNN only when N*C*D*H of its input exceeds this; below it falls back
-# to ``slow_conv3d``, ~4x slower (measured on the tiny preset's 8-channel 32x64x64 first stage).
-_ONEDNN_BATCH1_MIN_NCDH = 20480
-
-
-def default_tile_batch(device: torch.device, first_stage_features: int, patch_size: Sequence[int]) -> int:
-    """Tiles per network call when the caller does not say.
-
-    GPU: 2. CPU: 1, as nnU-Net does: the peak RAM is about half that of 2, and with the FSAD
-    sampler using every thread at batch 1 the paper network runs as fast (BENCHMARKS.md). Small
-    tiles whose first stage would drop PyTorch's batch-1 convolutions off oneDNN get 2; their
-    activations are small anyway.
-    """
-    if device.type != "cpu":
-        return 2
-    ncdh = first_stage_features * patch_size[0] * patch_size[1]
-    return 1 if ncdh > _ONEDNN_BATCH1_MIN_NCDH else 2
-
-
 class Predictor:
     """Args:
     checkpoint: a loaded checkpoint.
@@ -156,6 +137,11 @@ class Predictor:
                 self.device, checkpoint.model_config.features_per_stage[0], self.plan.patch_size
             )
         self.tile_batch_size = tile_batch_size
+        self.min_batch = (
+            2
+            if needs_batch_padding(self.device, checkpoint.model_config.features_per_stage[0], self.plan.patch_size)
+            else 1
+        )
         self.overlap = overlap
         self.tta = tta
 
@@ -216,7 +202,7 @@ class Predictor:
                 self.model.to(tiles.device)
             amp = torch.autocast("cuda", dtype=torch.bfloat16) if tiles.is_cuda else contextlib.nullcontext()
             with torch.no_grad(), amp:
-                out = self.model(tiles)
+                out = forward_batch_padded(self.model, tiles, self.min_batch if tiles.device.type == "cpu" else 1)
             key = (tiles.device, tuple(tiles.shape[2:]))
             if key not in weights:
                 weights[key] = gaussian_importance_map(tuple(tiles.shape[2:]), 1 / 8, tiles.device, torch.float32)

@@ -55,5 +55,6 @@ def build_criterion(
         importance_sample_ratio=loss_cfg.importance_sample_ratio,
         matching=matching,
         deep_supervision_decay=loss_cfg.deep_supervision_decay,
+        semantic_weight=loss_cfg.semantic_weight,
         reduce_num_masks=reduce_num_masks,
     )

@@ -36,8 +36,13 @@ def soft_dice_loss(logits: Tensor, labels: Tensor, smooth: float = 1e-5) -> Tens
     Returns:
         Scalar loss in [0, 1].
     """
-    K = logits.shape[1]
-    probs = logits.softmax(1)[:, 1:]  # (B, K-1, D, H, W), background dropped
+    return probability_dice_loss(logits.softmax(1), labels, smooth)
+
+
+def probability_dice_loss(probs: Tensor, labels: Tensor, smooth: float = 1e-5) -> Tensor:
+    """:func:`soft_dice_loss` of per-voxel class probabilities ``probs`` (B, K, D, H, W) that sum to 1 over K."""
+    K = probs.shape[1]
+    probs = probs[:, 1:]  # (B, K-1, D, H, W), background dropped
     classes = torch.arange(1, K, device=labels.device)
     onehot = labels[:, None] == classes[None, :, None, None, None]  # (B, K-1, D, H, W) bool
     spatial = (2, 3, 4)

@@ -6,7 +6,16 @@ to 1)::
     L_s = class_weight * CE_{K+1}(class logits, matched labels; unmatched -> "no object")
         + bce_weight   * sum_{matched} mean BCE(mask, target) / num_masks
         + dice_weight  * sum_{matched} Dice(mask, target) / num_masks
+        [+ semantic_weight * (CE + soft Dice)(composed class probabilities, labels)]
     L   = sum_s w_s * L_s
+
+The bracketed *semantic* term is an option (``LossConfig.semantic_weight``, 0 = the paper): nnU-Net's
+CE + soft Dice on the per-voxel class probabilities the decoupled head is evaluated with
+(``decoupled_class_probs``: sum_q softmax(class_q) * sigmoid(mask_q), normalised over classes). The set
+loss trains each query's sigmoid mask on its own, so early in training two queries can both cover a
+whole structure (on MSD hippocampus the anterior and posterior masks both cover the hippocampus for
+~150 iterations); the composed probabilities make the queries compete per voxel, as a softmax head's
+channels do. Matching, the class term and the per-query mask terms are unchanged.
 
 The CE is PyTorch's weighted mean over all B*Q queries with the no-object class weighted by
 ``no_object_weight``; ``num_masks`` is the number of ground-truth segments in the batch (optionally
@@ -28,13 +37,15 @@ from torch import Tensor, nn
 
 from MaskMedCore.config.loss_config import MATCHING_MODES
 from MaskMedCore.losses.common import LossResult, check_output, deep_supervision_weights
+from MaskMedCore.losses.coupled_loss import probability_dice_loss
 from MaskMedCore.losses.mask_losses import autocast_off, binary_dice_loss, sigmoid_bce_loss
 from MaskMedCore.losses.matcher import HungarianMatcher, MatchIndices
 from MaskMedCore.losses.point_sampling import importance_points, point_sample_3d
-from MaskMedCore.losses.targets import SegmentTargets, build_targets, resize_masks
-from MaskMedCore.models.outputs import MaskMedOutput
+from MaskMedCore.losses.targets import SegmentTargets, build_targets, downsample_labels, resize_masks
+from MaskMedCore.models.outputs import MaskMedOutput, decoupled_class_probs
 
 TERMS = ("class", "bce", "dice")
+SEMANTIC = "semantic"
 
 
 class SetCriterion(nn.Module):
@@ -52,6 +63,7 @@ class SetCriterion(nn.Module):
         importance_sample_ratio: importance sampling's uncertain fraction beta.
         matching: ``"final"`` or ``"per_stage"``.
         deep_supervision_decay: weight ratio between consecutive stages (coarser / finer).
+        semantic_weight: weight of the optional CE + soft Dice on the composed class probabilities (0: off).
         reduce_num_masks: optional hook applied to the (scalar float) segment count before clamping,
             e.g. an all-reduce divided by the world size under DDP.
     """
@@ -70,6 +82,7 @@ class SetCriterion(nn.Module):
         importance_sample_ratio: float = 0.75,
         matching: str = "final",
         deep_supervision_decay: float = 0.5,
+        semantic_weight: float = 0.0,
         reduce_num_masks: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
@@ -77,6 +90,9 @@ class SetCriterion(nn.Module):
             raise ValueError(f"matching is {matching!r}; expected one of {MATCHING_MODES}")
         self.num_classes = num_classes
         self.weights = {"class": float(class_weight), "bce": float(bce_weight), "dice": float(dice_weight)}
+        if semantic_weight > 0:
+            self.weights[SEMANTIC] = float(semantic_weight)
+        self.terms = tuple(self.weights)
         self.matcher = HungarianMatcher(class_weight, bce_weight, dice_weight, matcher_num_points)
         self.loss_num_points = loss_num_points
         self.oversample_ratio = oversample_ratio
@@ -114,13 +130,16 @@ class SetCriterion(nn.Module):
                 for cls, masks, idx in zip(out.stage_class_logits, out.mask_logits, stage_indices, strict=True)
             ]
             weights = deep_supervision_weights(n_stages, self.deep_supervision_decay)
+            if SEMANTIC in self.weights:
+                for cls, masks, terms in zip(out.stage_class_logits, out.mask_logits, stage_terms, strict=True):
+                    terms[SEMANTIC] = semantic_loss(cls, masks, labels)
             weighted = {
                 t: sum(w * self.weights[t] * terms[t] for w, terms in zip(weights, stage_terms, strict=True))
-                for t in TERMS
+                for t in self.terms
             }
             total = sum(weighted.values())
-        names = ["total", *TERMS] + [f"stage{s}/{t}" for s in range(n_stages) for t in TERMS]
-        values = [total, *weighted.values()] + [terms[t] for terms in stage_terms for t in TERMS]
+        names = ["total", *self.terms] + [f"stage{s}/{t}" for s in range(n_stages) for t in self.terms]
+        values = [total, *weighted.values()] + [terms[t] for terms in stage_terms for t in self.terms]
         logged = torch.stack([v.detach().float() for v in values]).tolist()  # one device sync
         return LossResult(
             total=total,
@@ -208,3 +227,20 @@ class SetCriterion(nn.Module):
             f"num_classes={self.num_classes}, weights={self.weights}, matching={self.matching!r}, "
             f"loss_num_points={self.loss_num_points}, deep_supervision_decay={self.deep_supervision_decay}"
         )
+
+
+def semantic_loss(class_logits: Tensor, mask_logits: Tensor, labels: Tensor) -> Tensor:
+    """CE + soft Dice (nnU-Net's, foreground classes) of the decoupled head's composed class probabilities.
+
+    Args:
+        class_logits: (B, Q, K+1) one stage's class logits.
+        mask_logits: (B, Q, D_s, H_s, W_s) that stage's mask logits.
+        labels: (B, D, H, W) int64 labels at input resolution (downsampled nearest-exact to the stage).
+
+    Returns:
+        Scalar loss.
+    """
+    probs = decoupled_class_probs(class_logits.float(), mask_logits.float())  # (B, K, D_s, H_s, W_s)
+    target = downsample_labels(labels, tuple(probs.shape[2:]))
+    ce = F.nll_loss(probs.clamp_min(1e-6).log(), target)
+    return ce + probability_dice_loss(probs, target)

@@ -47,6 +47,79 @@ class ModelInfo:
         return f"{self.dataset_name} ({self.path.parent.name}/{self.path.name})"
 
 
+@dataclass(frozen=True)
+class BundledModelEntry:
+    """A model shipped with the extension, for the model selector (read from its card; no torch needed).
+
+    Attributes:
+        name: the bundled name (``maskmed predict -m NAME``), e.g. ``hippocampus``.
+        title: a human-readable title, e.g. ``Hippocampus, T1 MRI (MSD Task04)``.
+        path: the checkpoint file.
+        class_names: foreground class names (K - 1), from the card.
+        licence: the licence of the model (e.g. ``CC-BY-SA 4.0``).
+        summary: one line for a label: licence and input expectations.
+        description: the whole card in a few lines, for a tooltip.
+        placeholder: the card says the checkpoint is a development placeholder.
+    """
+
+    name: str
+    title: str
+    path: Path
+    class_names: tuple[str, ...]
+    licence: str
+    summary: str
+    description: str
+    placeholder: bool
+
+
+def bundled_model_entries() -> list[BundledModelEntry]:
+    """The bundled models that are installed (checkpoint present), phantom demo first.
+
+    A model whose card cannot be read is skipped with a logged warning.
+
+    Raises:
+        MaskMedSlicerError: MaskMedCore cannot be imported.
+    """
+    try:
+        from MaskMedCore.bundled_models import BUNDLED_NAMES, bundled_model
+        from MaskMedCore.errors import MaskMedError
+    except ImportError as exc:
+        raise MaskMedSlicerError(f"MaskMedCore cannot be imported ({exc}); is the extension installed fully?") from None
+    entries = []
+    for name in BUNDLED_NAMES:
+        try:
+            model = bundled_model(name)
+        except MaskMedError as exc:
+            logging.warning("MaskMed: bundled model %s skipped: %s", name, exc)
+            continue
+        if not model.available:
+            logging.warning("MaskMed: bundled model %s is not installed (looked at %s)", name, model.searched[0])
+            continue
+        card = model.card
+        entries.append(
+            BundledModelEntry(
+                name=name,
+                title=card.title,
+                path=model.checkpoint,
+                class_names=card.classes,
+                licence=card.licence,
+                summary=f"Licence {card.licence}. Input: {card.input.describe()}",
+                description=card.describe(),
+                placeholder=card.is_placeholder,
+            )
+        )
+    return entries
+
+
+def bundled_model_entry(path: str | os.PathLike) -> BundledModelEntry | None:
+    """The bundled model whose checkpoint is ``path``; None for any other model (or an unreadable path)."""
+    try:
+        target = Path(path).resolve()
+        return next((e for e in bundled_model_entries() if e.path.resolve() == target), None)
+    except (OSError, MaskMedSlicerError):
+        return None
+
+
 def bundled_demo_model() -> Path:
     """The demo checkpoint shipped with the extension (``$MASKMED_DEMO_MODEL`` overrides it)."""
     try:

@@ -425,34 +425,62 @@ def build_task(task: str, data_root: Path, quick: bool) -> TaskData:
     raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_FOLDERS)}")
 
 
-def score_predictions(preds: dict, refs: dict, labels: dict[str, int]) -> dict:
-    """Dice per foreground class on the test cases, the same function for every row (nnU-Net included).
+def score_predictions(preds: dict, refs: dict, labels: dict[str, int], spacings: dict | None = None) -> dict:
+    """Dice (and with ``spacings`` HD95) per foreground class on the test cases, the same function for every
+    row (nnU-Net included).
 
-    Per case and class: ``MaskMedCore.metrics.dice_score`` on the label maps in the reference's grid.
-    A class absent from both the prediction and the reference of a case is *skipped* (``None``)
-    rather than scored 1.0 as MaskMedCore's folder evaluation does: with two test cases a free 1.0
-    would swamp the average. A class present in only one of them scores 0. Per class: the mean over
-    the cases where it is defined; ``mean_dice``: the mean over the classes (nnU-Net's foreground mean).
+    Per case and class: ``MaskMedCore.metrics.dice_score`` on the label maps in the reference's grid, and
+    ``hausdorff_distance_95`` in mm with the case's (D, H, W) spacing. A class absent from both the
+    prediction and the reference of a case is *skipped* (``None``) rather than scored 1.0 as
+    MaskMedCore's folder evaluation does: with two test cases a free 1.0 would swamp the average. A class
+    present in only one of them scores Dice 0 and has no HD95 (counted in ``hd95_missing``). Per class:
+    the mean (and ``*_case_sd`` the standard deviation) over the cases where it is defined; ``mean_dice``:
+    the mean over the classes (nnU-Net's foreground mean).
     """
     import math
 
     import numpy as np
 
     from MaskMedCore.metrics import dice_score
+    from MaskMedCore.metrics.surface import hausdorff_distance_95
 
     classes = [(n, v) for n, v in sorted(labels.items(), key=lambda kv: kv[1]) if v != 0]
     per_case: dict[str, dict[str, float | None]] = {}
+    per_case_hd: dict[str, dict[str, float | None]] = {}
     for case, ref in refs.items():
         pred = np.asarray(preds[case])
         if pred.shape != ref.shape:
             raise ValueError(f"prediction of {case} has shape {pred.shape}, reference {ref.shape}")
-        per_case[case] = {}
+        per_case[case], per_case_hd[case] = {}, {}
         for name, value in classes:
             p, r = pred == value, ref == value
-            per_case[case][name] = None if not (p.any() or r.any()) else dice_score(p, r)
-    per_class: dict[str, float | None] = {}
-    for name, _ in classes:
-        vals = [d[name] for d in per_case.values() if d[name] is not None]
-        per_class[name] = sum(vals) / len(vals) if vals else None
+            defined = bool(p.any() or r.any())
+            per_case[case][name] = dice_score(p, r) if defined else None
+            if spacings is not None:
+                hd = hausdorff_distance_95(p, r, spacings[case]) if defined else None
+                per_case_hd[case][name] = None if hd is None or math.isnan(hd) else hd
+
+    def stats(table: dict) -> tuple[dict, dict]:
+        mean, sd = {}, {}
+        for name, _ in classes:
+            vals = [d[name] for d in table.values() if d[name] is not None]
+            mean[name] = float(np.mean(vals)) if vals else None
+            sd[name] = float(np.std(vals)) if vals else None
+        return mean, sd
+
+    per_class, per_class_sd = stats(per_case)
     defined = [v for v in per_class.values() if v is not None and not math.isnan(v)]
-    return {"dice": per_class, "mean_dice": sum(defined) / len(defined) if defined else None, "per_case": per_case}
+    out = {
+        "dice": per_class,
+        "dice_case_sd": per_class_sd,
+        "mean_dice": sum(defined) / len(defined) if defined else None,
+        "per_case": per_case,
+    }
+    if spacings is not None:
+        out["hd95"], out["hd95_case_sd"] = stats(per_case_hd)
+        out["hd95_missing"] = {
+            name: sum(1 for c in refs if per_case[c][name] is not None and per_case_hd[c][name] is None)
+            for name, _ in classes
+        }
+        out["per_case_hd95"] = per_case_hd
+    return out

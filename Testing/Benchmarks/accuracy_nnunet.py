@@ -34,6 +34,9 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
 
 PLANS_PREFIX = "benchPlans"
 CONFIGURATION = "3d_fullres"
@@ -133,6 +136,13 @@ def prepare(task: dict, mode: str, mm_plan: dict, batch_size: int) -> dict:
 _TRAINER = None
 
 
+class _Case(NamedTuple):
+    """What ``validate_cases`` reads of a case: ``image`` (C, D, H, W) and ``labels`` (D, H, W)."""
+
+    image: Any
+    labels: Any
+
+
 def trainer_class():
     """``BenchTrainer``, built lazily because importing nnunetv2 needs the environment of the child."""
     global _TRAINER
@@ -184,6 +194,50 @@ def trainer_class():
         def plot_network_architecture(self):
             pass  # needs hiddenlayer/graphviz and costs seconds; irrelevant to accuracy
 
+        def on_epoch_end(self):
+            """With ``validation="cases"``: the learning-curve point MaskMed's trainer records, computed the
+            same way (every validation case predicted whole by sliding window, per-case Dice, mean over cases)
+            on nnU-Net's own network and preprocessed cases, before nnU-Net's own epoch bookkeeping."""
+            if self.budget.get("validation") == "cases":
+                self.case_curve.append(
+                    {
+                        "iteration": (self.current_epoch + 1) * self.num_iterations_per_epoch,
+                        "val_dice": self._case_validation(),
+                    }
+                )
+            super().on_epoch_end()
+
+        case_curve: list = []
+
+        def _case_validation(self) -> dict:
+            from MaskMedCore.engine.case_validation import validate_cases
+            from MaskMedCore.engine.distributed import DistributedContext
+
+            _, val_keys = self.do_split()
+            _, dataset_val = self.get_tr_and_val_datasets()
+            cases = []
+            for key in val_keys:
+                data, seg, _, _ = dataset_val.load_case(key)
+                # nnU-Net marks voxels outside the non-zero region with -1 in seg: background for scoring
+                cases.append(_Case(np.asarray(data[:], dtype=np.float32), np.maximum(np.asarray(seg[0]), 0)))
+            network = self.network
+            self.set_deep_supervision_enabled(False)
+            network.eval()
+            try:
+                dice = validate_cases(
+                    lambda x: torch.softmax(network(x).float(), 1),
+                    cases,
+                    self.configuration_manager.patch_size,
+                    len(self.label_manager.all_labels),
+                    self.device,
+                    DistributedContext(),
+                )
+            finally:
+                self.set_deep_supervision_enabled(True)
+                network.train()
+            names = [n for n, v in sorted(self.dataset_json["labels"].items(), key=lambda kv: kv[1]) if v != 0]
+            return {n: d for n, d in zip(names, dice) if d is not None}
+
     _TRAINER = BenchTrainer
     return BenchTrainer
 
@@ -208,6 +262,7 @@ def train_and_predict(task: dict, mode: str, seed: int, budget: dict, device: st
 
     Trainer = trainer_class()
     Trainer.budget = budget
+    Trainer.case_curve = []
     prep_base = Path(nnUNet_preprocessed) / task["dataset_name"]
     plans = json.loads((prep_base / f"{plans_name(mode)}.json").read_text())
     plans["continue_training"] = False
@@ -229,8 +284,10 @@ def train_and_predict(task: dict, mode: str, seed: int, budget: dict, device: st
         digest.update(p.detach().cpu().float().numpy().tobytes())
     del trainer
 
-    # Same checkpoint rule as the MaskMed rows: best validation EMA where there is a validation split, else the last.
-    checkpoint = "checkpoint_best.pth" if task["val"] else "checkpoint_final.pth"
+    # Same checkpoint rule as the MaskMed rows: the final one, or (quick/full) the best validation EMA where there
+    # is a validation split, else the last.
+    final = budget.get("checkpoint") == "final" or not task["val"]
+    checkpoint = "checkpoint_final.pth" if final else "checkpoint_best.pth"
     predict_module.recursive_find_trainer_class_by_name = lambda name: Trainer  # class lives outside nnunetv2
     predictor = predict_module.nnUNetPredictor(
         tile_step_size=1.0 - budget["overlap"],
@@ -249,8 +306,10 @@ def train_and_predict(task: dict, mode: str, seed: int, budget: dict, device: st
         seg = predictor.predict_single_npy_array(images, props)
         preds[case] = np.asarray(seg)
     predict_s = time.perf_counter() - t1
-    refs = {c: sitk.GetArrayFromImage(sitk.ReadImage(ad.TaskData(**task).test_label(c))) for c in task["test"]}
-    scores = ad.score_predictions(preds, refs, task["labels"])
+    ref_images = {c: sitk.ReadImage(ad.TaskData(**task).test_label(c)) for c in task["test"]}
+    refs = {c: sitk.GetArrayFromImage(img) for c, img in ref_images.items()}
+    spacings = {c: tuple(reversed(img.GetSpacing())) for c, img in ref_images.items()}
+    scores = ad.score_predictions(preds, refs, task["labels"], spacings)
     return {
         **scores,
         "iterations": iterations,
@@ -258,6 +317,7 @@ def train_and_predict(task: dict, mode: str, seed: int, budget: dict, device: st
         "train_cpu_s": round(train_cpu_s, 2),
         "predict_s": round(predict_s, 2),
         "checkpoint": checkpoint,
+        "curve": list(Trainer.case_curve),
         "parameter_digest": digest.hexdigest()[:16],
         "threads": torch.get_num_threads(),
     }

@@ -27,134 +27,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+import accuracy_report  # noqa: E402
 import bench_harness  # noqa: E402
+from accuracy_rows import (  # noqa: E402
+    MODE_TASKS,
+    ROW_BY_KEY,
+    ROW_KEYS,
+    default_rows,
+    make_budget,
+    mirror_for,
+    nnunet_budget,
+    recipe_for,
+    trained_rows,
+)
 
 SCRIPT = Path(__file__).resolve()
 NAME = "accuracy"
-TASKS = ("brats", "totalseg")
-
-
-# ------------------------------------------------------------------------------------------ rows
-# (key, label, kind, model_overrides or alias target). Order = the issue's (and the paper's tables').
-ROWS: list[tuple[str, str, str, Any]] = [
-    ("pointwise", "point-wise head (nnU-Net-style)", "maskmed", {"head": "pointwise", "masked_attention": False}),
-    ("mlp_cls", "MLP class embedding", "maskmed", {"head": "mlp_cls", "masked_attention": False}),
-    ("attn_cls", "attention class embedding", "maskmed", {"head": "attn_cls", "masked_attention": False}),
-    (
-        "attn_cls_mask",
-        "attention class + mask embedding",
-        "maskmed",
-        {"head": "attn_cls_mask", "masked_attention": False},
-    ),
-    ("decoupled", "decoupled (full MaskMed: shared queries, masked attention, FSAD)", "maskmed", {}),
-    (
-        "per_stage",
-        "per-stage queries (decoupled, no masked attention)",
-        "maskmed",
-        {"queries": "per_stage", "masked_attention": False},
-    ),
-    ("shared", "shared queries, no masked attention", "maskmed", {"masked_attention": False}),
-    ("shared_masked", "shared queries + masked attention (= decoupled)", "alias", "decoupled"),
-    ("bridge_none", "bridge: none", "maskmed", {"bridge": "none"}),
-    ("bridge_standard", "bridge: standard (dense) attention", "maskmed", {"bridge": "standard"}),
-    ("bridge_deformable", "bridge: deformable (coarse stages only)", "maskmed", {"bridge": "deformable"}),
-    ("bridge_fsad", "bridge: FSAD (= decoupled)", "alias", "decoupled"),
-    ("nnunet", "nnU-Net v2 (nnunetv2), same optimiser/LR as the MaskMed rows", "nnunet", "same"),
-    ("nnunet_own", "nnU-Net v2 (nnunetv2), its own SGD 1e-2 poly recipe", "nnunet", "own"),
-]
-ROW_KEYS = [r[0] for r in ROWS]
-ROW_BY_KEY = {r[0]: r for r in ROWS}
-QUICK_DEFAULT_ROWS = [k for k in ROW_KEYS if k != "nnunet_own"]
-"""Quick mode leaves out nnU-Net's own SGD recipe: it costs as much as two MaskMed rows and, at a few
-iterations, only shows that SGD has not started to learn (run it with ``--rows ... nnunet_own``)."""
-PAPER_TABLE3 = "the paper's Table 3 reports mean Dice 0.878 (point-wise head) -> 0.903 (decoupled)"
-
-
-# ---------------------------------------------------------------------------------------- budget
-def make_budget(quick: bool, device: str, iterations: int | None) -> dict[str, Any]:
-    """The one budget every row of a task gets (nnU-Net rows included).
-
-    Quick (CPU): the tiny preset, a 32^3 patch (the tiny topology: 4 stages, strides 1,2,2,2), batch 2,
-    AdamW 3e-3 with one LR for CNN and Transformer (the paper's SGD 1e-3 learns nothing in a handful of
-    iterations; the bundled demo model was trained the same way), 2 epochs x 3 iterations, one
-    validation batch per epoch, no sliding-window overlap. Why so few iterations: quick mode trains 66
-    runs (10 MaskMed rows + nnU-Net, 2 tasks, 3 seeds) in 26 children on 2 cores, and a run has
-    seconds of fixed cost on one core before it learns anything (a child's imports of torch and
-    ``torch._dynamo`` ~6 s, trainer set-up and test-case prediction a few s; nnU-Net children ~15 s),
-    against ~0.45 s per training iteration. The result exercises every code path; it
-    cannot rank the rows.
-
-    Full (GPU): the paper preset on the planner's topology and patch, the paper's SGD 1e-3 with the 0.1
-    Transformer ratio, 100 x 100 iterations (1/25 of the paper's 1000 x 250), 10 validation batches per
-    epoch, 50 % overlap, and as many data workers for MaskMed as augmentation processes for nnU-Net
-    (half the cores, at most 8).
-    """
-    if quick:
-        b = dict(
-            mode="quick",
-            preset="tiny",
-            epochs=2,
-            iterations_per_epoch=3,
-            val_iterations=1,
-            patch=[32, 32, 32],
-            batch=2,
-            max_stages=4,
-            optimizer="adamw",
-            lr=3e-3,
-            transformer_lr_ratio=1.0,
-            weight_decay=3e-5,
-            overlap=0.0,
-            num_workers=0,
-        )
-    else:
-        b = dict(
-            mode="full",
-            preset="paper",
-            epochs=100,
-            iterations_per_epoch=100,
-            val_iterations=10,
-            patch=None,
-            batch=2,
-            max_stages=6,
-            optimizer="sgd",
-            lr=1e-3,
-            transformer_lr_ratio=0.1,
-            weight_decay=3e-5,
-            overlap=0.5,
-            num_workers=min(8, max(1, (os.cpu_count() or 2) // 2)) if device.startswith("cuda") else 0,
-        )
-    if iterations is not None:
-        if iterations < 1:
-            raise SystemExit(f"--iterations must be >= 1, got {iterations}")
-        b["epochs"] = min(b["epochs"], iterations)
-        b["iterations_per_epoch"] = max(1, iterations // b["epochs"])
-    b["iterations"] = b["epochs"] * b["iterations_per_epoch"]
-    b["device"] = device
-    return b
-
-
-def nnunet_budget(budget: dict, variant: str, mirror: bool) -> dict:
-    """nnU-Net's trainer settings: the same budget; ``own`` swaps in nnU-Net's SGD 1e-2 recipe."""
-    b = dict(budget, mirror=mirror)
-    if variant == "own":
-        b.update(optimizer="sgd", lr=1e-2)
-    return b
-
-
-def mirror_for(task: str) -> bool:
-    """No mirroring for the CT organs (left/right anatomy: spleen vs liver, as TotalSegmentator trains)."""
-    return task != "totalseg"
+TASKS = ("brats", "totalseg", "hippocampus")
 
 
 # ---------------------------------------------------------------------------------------- children
@@ -250,30 +150,41 @@ def child_maskmed(task: dict, row: str, seeds: list[int], budget: dict, preproce
 
 
 def _train_one_seed(task: dict, row: str, seed: int, budget: dict, preprocessed_dir: str) -> dict:
-    """Train one MaskMed row with one seed, predict the test cases, score them."""
+    """Train one MaskMed row with one seed, predict the test cases, score them.
+
+    Resumable: the result is kept in ``<run>/result.json`` with the key it was made under (task split,
+    budget, row) and returned as is when the key matches; an unfinished run with a checkpoint resumes.
+    """
     import accuracy_datasets as ad
     import numpy as np
     import SimpleITK as sitk
     import torch
 
-    from MaskMedCore.config import TrainingConfig
-    from MaskMedCore.engine.trainer import train
+    from MaskMedCore.config import LossConfig, TrainingConfig
+    from MaskMedCore.engine.trainer import LATEST, train
     from MaskMedCore.inference.predictor import Predictor
 
     data = ad.TaskData(**task)
+    spec = ROW_BY_KEY[row]
     run_dir = Path(data.root) / "runs" / budget["mode"] / row / f"seed{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    if data.val:  # the trainer reads (or would create) <run>/splits.json; ours holds the DeepMedic split
-        (run_dir / "splits.json").write_text(json.dumps([{"train": sorted(data.train), "val": sorted(data.val)}]))
-    config = TrainingConfig(
+    key = {"task": [data.raw_dir, data.train, data.val, data.test], "budget": budget, "row": asdict(spec)}
+    cached = _cached_result(run_dir, key)
+    if cached is not None:
+        return {**cached, "cached": True}
+    resume = (run_dir / LATEST).is_file() and _read_json(run_dir / "run_key.json") == key
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        bench_harness.write_json_atomic(run_dir / "run_key.json", key)
+        if data.val:  # the trainer reads (or would create) <run>/splits.json; ours holds the task's split
+            (run_dir / "splits.json").write_text(json.dumps([{"train": sorted(data.train), "val": sorted(data.val)}]))
+    fields = dict(
         preset=budget["preset"],
         epochs=budget["epochs"],
         iterations_per_epoch=budget["iterations_per_epoch"],
         val_iterations=budget["val_iterations"],
         val_every=1,  # nnU-Net validates every epoch
-        initial_lr=budget["lr"],
-        transformer_lr_ratio=budget["transformer_lr_ratio"],
+        validation=budget["validation"],
         weight_decay=budget["weight_decay"],
         batch_size=budget["batch"],
         fold=0 if data.val else -1,
@@ -281,44 +192,86 @@ def _train_one_seed(task: dict, row: str, seed: int, budget: dict, preprocessed_
         seed=seed,
         num_workers=budget["num_workers"],
         device=budget["device"],
-        optimizer=budget["optimizer"],
         mirror_axes=(0, 1, 2) if mirror_for(data.task) else (),
     )
+    fields.update(recipe_for(budget, spec))  # the budget's recipe with the row's changes
+    config = TrainingConfig(**fields)
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(
         data.raw_dir,
         run_dir,
         config,
         preprocessed_dir=preprocessed_dir,
-        model_overrides=ROW_BY_KEY[row][3],
+        model_overrides=spec.model,
+        loss_config=LossConfig(**{"semantic_weight": budget["semantic_weight"], **spec.loss}),
         progress="none",
+        resume=resume,
     )
     train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    predictor = Predictor.from_checkpoint(run_dir, device=budget["device"], overlap=budget["overlap"])
+    checkpoint = run_dir / (LATEST if budget["checkpoint"] == "final" else "checkpoint_best.pt")
+    predictor = Predictor.from_checkpoint(checkpoint, device=budget["device"], overlap=budget["overlap"])
     t1 = time.perf_counter()
     preds = {c: sitk.GetArrayFromImage(predictor.predict(data.test_images(c)).labels) for c in data.test}
     predict_s = time.perf_counter() - t1
-    refs = {c: sitk.GetArrayFromImage(sitk.ReadImage(data.test_label(c))) for c in data.test}
-    scores = ad.score_predictions(preds, refs, data.labels)
-    return {
+    ref_images = {c: sitk.ReadImage(data.test_label(c)) for c in data.test}
+    refs = {c: sitk.GetArrayFromImage(img) for c, img in ref_images.items()}
+    spacings = {c: tuple(reversed(img.GetSpacing())) for c, img in ref_images.items()}
+    scores = ad.score_predictions(preds, refs, data.labels, spacings)
+    if budget["checkpoint"] == "final":
+        which = "checkpoint_latest.pt (final)"
+    else:
+        which = "checkpoint_best.pt" + (" (best validation EMA)" if data.val else " (= last; no validation)")
+    out = {
         **scores,
         "iterations": result.iterations_done,
         "train_s": round(train_s, 2),
         "train_cpu_s": round(train_cpu_s, 2),
+        "resumed": resume,
         "predict_s": round(predict_s, 2),
-        "checkpoint": "checkpoint_best.pt" + (" (best validation EMA)" if data.val else " (= last; no validation)"),
+        "checkpoint": which,
         "parameter_digest": result.parameter_digest[:16],
         "parameters": int(sum(p.numel() for p in predictor.model.parameters())),
         "threads": torch.get_num_threads(),
         "final_train_loss": float(np.round(result.history[-1]["train_loss"], 4)) if result.history else None,
+        "curve": [
+            {"iteration": h["iteration"], "val_dice": h["val_dice"]}
+            for h in result.history
+            if h.get("val_dice") and "iteration" in h
+        ],
     }
+    bench_harness.write_json_atomic(run_dir / "result.json", {"key": key, "result": out})
+    return out
 
 
-def child_nnunet(task: dict, mode: str, seed: int, budget: dict, threads: int) -> dict:
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _cached_result(run_dir: Path, key: dict) -> dict | None:
+    """The finished run's result when it was made under ``key`` (JSON round trip compared)."""
+    stored = _read_json(run_dir / "result.json")
+    if stored and stored.get("key") == json.loads(json.dumps(key)):
+        return stored["result"]
+    return None
+
+
+def child_nnunet(task: dict, row: str, mode: str, seed: int, budget: dict, threads: int) -> dict:
+    """Train and score one nnU-Net seed; kept in ``<runs>/<mode>/<row>/seed<k>/result.json`` like MaskMed's
+    (an interrupted nnU-Net run starts again: its trainer keeps no per-epoch checkpoint here)."""
     import accuracy_nnunet
 
     accuracy_nnunet.cleanup_env_check()
-    return accuracy_nnunet.train_and_predict(task, mode, seed, budget, budget["device"], threads)
+    run_dir = Path(task["root"]) / "runs" / mode / row / f"seed{seed}"
+    key = {"task": [task["raw_dir"], task["train"], task["val"], task["test"]], "budget": budget, "row": row}
+    cached = _cached_result(run_dir, key)
+    if cached is not None:
+        return {**cached, "cached": True}
+    out = accuracy_nnunet.train_and_predict(task, mode, seed, budget, budget["device"], threads)
+    bench_harness.write_json_atomic(run_dir / "result.json", {"key": key, "result": out})
+    return out
 
 
 HANDLERS = {
@@ -329,144 +282,17 @@ HANDLERS = {
 }
 
 
-# ---------------------------------------------------------------------------------------- report
-def _fmt(m: float, sd: float, n: int) -> str:
-    if math.isnan(m):
-        return "–"
-    return f"{m:.3f} ± {sd:.3f}" if n > 1 else f"{m:.3f}"
-
-
-def summarise(runs: list[dict], classes: list[str]) -> dict:
-    """Mean ± sd over seeds of each class's Dice, the mean Dice and the train time (errors left out)."""
-    ok = [r for r in runs if "error" not in r]
-    out: dict[str, Any] = {"n_ok": len(ok), "n_error": len(runs) - len(ok)}
-    for name in classes:
-        vals = [r["dice"][name] for r in ok if r["dice"].get(name) is not None]
-        out[name] = [*bench_harness.mean_sd(vals), len(vals)]
-    vals = [r["mean_dice"] for r in ok if r["mean_dice"] is not None]
-    out["mean_dice"] = [*bench_harness.mean_sd(vals), len(vals)]
-    out["train_s"] = [*bench_harness.mean_sd([r["train_s"] for r in ok]), len(ok)]
-    out["train_cpu_s"] = [*bench_harness.mean_sd([r["train_cpu_s"] for r in ok]), len(ok)]
-    digests = {r.get("parameter_digest") or json.dumps(r["dice"], sort_keys=True) for r in ok}
-    out["seeds_differ"] = len(digests) == len(ok) if len(ok) > 1 else None
-    return out
-
-
-def task_markdown(task: str, info: dict, rows: list[str]) -> str:
-    classes = info["classes"]
-    header = ["row", *classes, "mean Dice", "train s / run (CPU s)"]
-    lines = []
-    for key in rows:
-        _, label, kind, target = ROW_BY_KEY[key]
-        src = target if kind == "alias" else key
-        s = info["summary"].get(src)
-        if s is None:
-            continue
-        if s["n_ok"] == 0:
-            err = next((r["error"] for r in info["runs"][src] if "error" in r), "error")
-            lines.append([label, *(["error"] * len(classes)), f"error: {err[:120]}", "–"])
-            continue
-        cells = [_fmt(*s[c]) for c in classes]
-        note = f" ({s['n_error']} of {s['n_ok'] + s['n_error']} runs failed)" if s["n_error"] else ""
-        secs = f"{s['train_s'][0]:.1f} ({s['train_cpu_s'][0]:.1f})"
-        lines.append([label + note, *cells, _fmt(*s["mean_dice"]), secs])
-    return bench_harness.table(header, lines)
-
-
-def markdown(payload: dict, info: dict, started: float, rows: list[str]) -> str:
-    b = payload["budget"]
-    quick = b["mode"] == "quick"
-    parts = [f"## Accuracy ablations ({b['mode']})\n", bench_harness.stamp(info, started), ""]
-    if quick:
-        parts.append(
-            "**Quick mode: a CPU smoke budget, far too small for conclusions.** Each run trains "
-            f"{b['iterations']} iterations; the paper trains 250,000. Differences between rows below are "
-            "noise plus initialisation luck, not evidence for or against any component.\n"
-        )
-    parts.append(
-        f"Budget (identical for every row, nnU-Net included): {b['epochs']} epochs x {b['iterations_per_epoch']} "
-        f"iterations = {b['iterations']} iterations, batch {b['batch']}, patch "
-        f"{payload['tasks_patch']}, preset `{b['preset']}` (nnU-Net: the same UNet topology), optimiser "
-        f"{'AdamW' if b['optimizer'] == 'adamw' else 'SGD (Nesterov 0.99)'} LR {b['lr']:g} (Transformer ratio "
-        f"{b['transformer_lr_ratio']:g}), weight decay {b['weight_decay']:g}, poly decay per epoch, gradient clip 12, "
-        f"{b['val_iterations']} validation batch(es) per epoch, sliding-window overlap {b['overlap']:g}, "
-        f"seeds {payload['seeds']}, device {b['device']}"
-        + (
-            f", {payload['jobs']} runs in parallel with {payload['threads']} torch thread(s) each"
-            if payload["jobs"] > 1
-            else ""
-        )
-        + ".\n"
-    )
-    if quick:
-        parts.append(
-            "The paper's SGD at LR 1e-3 (Transformer ratio 0.1) learns nothing in a handful of iterations, so quick "
-            "mode uses AdamW 3e-3 with one LR for both groups (as the bundled demo model was trained); the row "
-            "`nnU-Net v2 ... its own SGD 1e-2` keeps nnU-Net's own recipe. Full mode uses the paper's recipe.\n"
-        )
-    parts.append(
-        "Dice per foreground class on the test cases (mean ± sd over seeds of each run's mean over test cases); a "
-        "class absent from both prediction and reference of a case is skipped, not scored 1. Mean Dice = mean over "
-        "classes. Checkpoint: best validation-EMA pseudo-Dice where the task has a validation split (BraTS), the "
-        "last one otherwise (TotalSeg), for MaskMed and nnU-Net alike. Rows marked (= decoupled) repeat the "
-        "decoupled row (it already is shared queries + masked attention + FSAD) and are not trained twice. "
-        "Train time: wall seconds from building the trainer to the last checkpoint (model, data loading, iterations, "
-        "validation batches, checkpoints; MaskMed: `train()`, nnU-Net: trainer construction + `run_training()`; "
-        "imports excluded), "
-        "with its CPU seconds in brackets (less sensitive to other processes on the machine).\n"
-    )
-    if "nnunet_own" not in rows:
-        parts.append(
-            "Not run here: nnU-Net with its own SGD 1e-2 recipe (`--rows ... nnunet_own`; in full mode by default).\n"
-        )
-    parts.append(
-        "nnU-Net rows: plans from nnU-Net's `ExperimentPlanner`, with the 3d_fullres spacing, patch, batch and UNet "
-        "topology set to the MaskMed plan's; nnU-Net's own preprocessing, sampling, augmentation, loss and "
-        "sliding-window predictor (Gaussian, no mirroring at test time, one tile per forward pass as nnU-Net does); "
-        "fingerprint with 10^6 foreground samples like MaskMed's (nnU-Net: 10^8). Without a validation case "
-        "(TotalSeg) nnU-Net trains with fold `all`, i.e. its per-epoch pseudo-Dice is on the training case; only "
-        "its final checkpoint is used.\n"
-    )
-    for task, t in payload["tasks"].items():
-        if "skipped" in t:
-            parts.append(f"### {task}\n\nskipped: {t['skipped']}\n")
-            continue
-        d = t["data"]
-        parts.append(f"### {task}: {d['dataset_name']}\n")
-        parts.append(
-            f"Train {', '.join(d['train'])}; validation {', '.join(d['val']) or 'none'}; test {', '.join(d['test'])}. "
-            f"Spacing: {d['spacing_note']}; plan target spacing {t['plan']['topology']['target_spacing']} mm, "
-            f"patch {t['plan']['topology']['patch_size']}, stages {len(t['plan']['topology']['strides'])}, "
-            f"features {t['plan']['topology']['features_per_stage']}. Labels: {d['label_note']}.\n"
-        )
-        parts.append(task_markdown(task, {**t, "classes": [c for c in t["classes"]]}, rows))
-        checked = [k for k, s in t["summary"].items() if s.get("seeds_differ") is not None]
-        differ = [k for k in checked if t["summary"][k]["seeds_differ"]]
-        parts.append(
-            f"\nSeed check: different seeds gave different trained parameters in {len(differ)} of "
-            f"{len(checked)} rows.\n"
-        )
-    parts.append(
-        f"\nWall time of the whole benchmark {payload['total_s'] / 60:.1f} min (children's CPU time "
-        f"{payload['children_cpu_s'] / 60:.1f} min); per-task preparation (dataset build, MaskMed and nnU-Net "
-        "planning/preprocessing) is cached under ~/.cache/maskmed-bench and reused by later runs.\n"
-    )
-    parts.append(
-        f"\nContext only (different data, budget and model size): {PAPER_TABLE3}. The BraTS task has 2 training "
-        "cases (manual labels); the TotalSeg labels are TotalSegmentator pseudo-labels (model outputs, not manual "
-        "ground truth) with a single training case.\n"
-    )
-    return "\n".join(parts)
-
-
 # ---------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     bench_harness.add_common_args(p, default_timeout=1800)
-    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     p.add_argument(
-        "--rows", nargs="+", choices=ROW_KEYS, default=None, help="rows (default: all; --quick leaves out nnunet_own)"
+        "--standard",
+        action="store_true",
+        help="the benchmark that counts on 2 CPU cores: MSD hippocampus, ~2 h, resumable (see accuracy_rows)",
     )
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=None, help="tasks (default by mode)")
+    p.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=None, help="rows (default by mode)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument(
         "--iterations",
@@ -478,20 +304,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--jobs",
         type=int,
         default=None,
-        help="runs in parallel (default: 2 on a CPU in quick mode, else 1); torch threads are split",
+        help="runs in parallel (default: 2 on a CPU in quick and standard mode, else 1); torch threads are split",
     )
     p.add_argument("--data", type=Path, default=bench_harness.SHARED_DATA, help="the shared data folder")
+    p.add_argument(
+        "--section",
+        default=None,
+        help="BENCHMARKS.md section name (default accuracy-<mode>; e.g. accuracy-recipes for a recipe sweep)",
+    )
     return p.parse_args(argv)
 
 
-def _rows_to_train(rows: list[str]) -> list[str]:
-    out: list[str] = []
-    for key in rows:
-        kind, target = ROW_BY_KEY[key][2], ROW_BY_KEY[key][3]
-        real = target if kind == "alias" else key
-        if real not in out:
-            out.append(real)
-    return out
+def _mode(args: argparse.Namespace) -> str:
+    if args.quick and args.standard:
+        raise SystemExit("--quick and --standard exclude each other")
+    return "quick" if args.quick else "standard" if args.standard else "full"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -501,12 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     import accuracy_nnunet as an
 
     device = bench_harness.resolve_device(args.device)
-    mode = "quick" if args.quick else "full"
-    budget = make_budget(args.quick, device, args.iterations)
-    rows = sorted(set(args.rows), key=ROW_KEYS.index) if args.rows else (QUICK_DEFAULT_ROWS if args.quick else ROW_KEYS)
-    train_rows = _rows_to_train(rows)
+    mode = _mode(args)
+    budget = make_budget(mode, device, args.iterations)
+    rows = sorted(set(args.rows), key=ROW_KEYS.index) if args.rows else default_rows(mode)
+    tasks = args.tasks or list(MODE_TASKS[mode])
+    train_rows = trained_rows(rows)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    jobs = args.jobs or (2 if args.quick and device == "cpu" and cores >= 2 else 1)
+    jobs = args.jobs or (2 if mode != "full" and device == "cpu" and cores >= 2 else 1)
     threads = max(1, cores // jobs) if device == "cpu" else max(1, min(4, cores))
     child_env = {"OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
     info = bench_harness.machine_info(device)
@@ -516,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "budget": budget,
         "rows": rows,
+        "row_specs": {r: asdict(ROW_BY_KEY[r]) for r in rows},
         "seeds": args.seeds,
         "jobs": jobs,
         "threads": threads,
@@ -523,9 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     # 1. datasets and the once-per-task planning/preprocessing (MaskMed, then nnU-Net with the same topology)
-    jobs_list: list[tuple[str, str, int]] = []
+    jobs_list: list[tuple[str, str, tuple[int, ...]]] = []
     prepared: dict[str, dict] = {}
-    for task in args.tasks:
+    for task in tasks:
         why = ad.task_available(task, args.data)
         if why:
             print(f"[accuracy] skipping task {task}: {why}", flush=True)
@@ -533,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         try:
-            data = ad.build_task(task, args.data, args.quick)
+            data = ad.build_task(task, args.data, mode == "quick")
         except Exception as exc:  # a broken source file must not take the other task down
             why = f"building the dataset failed: {type(exc).__name__}: {exc}"
             print(f"[accuracy] skipping task {task}: {why}", flush=True)
@@ -561,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         entry["plan"] = plan
         print(f"[accuracy] {task}: MaskMed plan+preprocess {plan['wall_s']:.1f} s", flush=True)
-        if any(ROW_BY_KEY[r][2] == "nnunet" for r in train_rows):
+        if any(ROW_BY_KEY[r].kind == "nnunet" for r in train_rows):
             # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which rejects the 0 used for training
             env = {**child_env, **an.nnunet_env(data.root, mode, max(1, cores)), "nnUNet_n_proc_DA": "1"}
             nn = bench_harness.run_child(
@@ -586,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         prepared[task] = {"data": data, "plan": plan}
         for row in train_rows:
             entry["runs"][row] = []
-            if ROW_BY_KEY[row][2] == "nnunet":  # nnU-Net's trainer owns process-wide state: one child per seed
+            if ROW_BY_KEY[row].kind == "nnunet":  # nnU-Net's trainer owns process-wide state: one child per seed
+                jobs_list.extend((task, row, (seed,)) for seed in args.seeds)
+            elif mode == "standard":  # minutes per run: one child per seed balances the parallel jobs
                 jobs_list.extend((task, row, (seed,)) for seed in args.seeds)
             else:
                 jobs_list.append((task, row, tuple(args.seeds)))
@@ -595,20 +426,20 @@ def main(argv: list[str] | None = None) -> int:
     def run_one(job: tuple[str, str, tuple[int, ...]]) -> tuple[tuple[str, str, tuple[int, ...]], list[dict]]:
         task, row, seeds = job
         data, plan = prepared[task]["data"], prepared[task]["plan"]
-        kind, target = ROW_BY_KEY[row][2], ROW_BY_KEY[row][3]
-        if kind == "nnunet":
+        spec = ROW_BY_KEY[row]
+        if spec.kind == "nnunet":
             (seed,) = seeds
             prep = payload["tasks"][task].get("nnunet_prepare", {})
             if "error" in prep:
                 return job, [{"error": "nnU-Net preprocessing failed: " + prep["error"]}]
-            b = nnunet_budget(budget, target, mirror_for(task))
+            b = nnunet_budget(budget, spec, mirror_for(task))
             # one results folder per (variant, seed) so parallel nnU-Net runs never share an output folder
             env = {
                 **child_env,
                 **an.nnunet_env(data.root, f"{mode}-{row}-seed{seed}", threads, budget["num_workers"]),
             }
             # the plans identifier is per mode, not per results folder
-            kwargs = {"task": data.to_dict(), "mode": mode, "seed": seed, "budget": b, "threads": threads}
+            kwargs = {"task": data.to_dict(), "row": row, "mode": mode, "seed": seed, "budget": b, "threads": threads}
             return job, [bench_harness.run_child(SCRIPT, "nnunet", kwargs, args.timeout, env=env)]
         kwargs = {
             "task": data.to_dict(),
@@ -622,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         return job, child.get("seeds") or [{"error": child.get("error", "no result")}] * len(seeds)
 
     # nnU-Net runs are the longest: start them first so the pool does not end on one long run alone
-    jobs_list.sort(key=lambda job: ROW_BY_KEY[job[1]][2] != "nnunet")
+    jobs_list.sort(key=lambda job: ROW_BY_KEY[job[1]].kind != "nnunet")
     done, total = 0, sum(len(job[2]) for job in jobs_list)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for (task, row, seeds), results in pool.map(run_one, jobs_list):
@@ -635,26 +466,34 @@ def main(argv: list[str] | None = None) -> int:
                     if "error" in res
                     else f"mean Dice {res['mean_dice'] if res['mean_dice'] is not None else float('nan'):.3f} "
                     f"train {res['train_s']:.1f} s wall {res['wall_s']:.1f} s"
+                    + (" (cached)" if res.get("cached") else "")
                 )
                 print(f"[accuracy] {done}/{total} {task} {row} seed {seed}: {what}", flush=True)
 
-    # 3. summaries, JSON, markdown
+    # 3. summaries, JSON, markdown (+ learning curves in standard mode)
     patches = set()
     for entry in payload["tasks"].values():
         if "runs" not in entry or "plan" not in entry:
             continue
         patches.add(str(entry["plan"]["topology"]["patch_size"]))
-        entry["summary"] = {row: summarise(runs, entry["classes"]) for row, runs in entry["runs"].items()}
+        entry["summary"] = {
+            row: accuracy_report.summarise(runs, entry["classes"]) for row, runs in entry["runs"].items()
+        }
     payload["tasks_patch"] = " / ".join(sorted(patches)) or "–"
     payload["total_s"] = round(time.perf_counter() - started, 1)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU seconds of every child: unlike wall time, barely affected by other processes sharing the CPU
     payload["children_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
-    path = bench_harness.write_result(NAME, mode, payload)
+    section = args.section or f"{NAME}-{mode}"
+    if mode == "standard":
+        payload["curves_png"] = accuracy_report.plot_curves(
+            payload, bench_harness.RESULTS_DIR / f"{section}-curves.png"
+        )
+    path = bench_harness.write_result(NAME, section.removeprefix(f"{NAME}-"), payload)
     print(f"[accuracy] wrote {path} in {payload['total_s'] / 60:.1f} min", flush=True)
-    md = markdown(payload, info, started, rows)
+    md = accuracy_report.markdown(payload, info, started, rows)
     if not args.no_markdown:
-        bench_harness.update_markdown(f"{NAME}-{mode}", md)
+        bench_harness.update_markdown(section, md)
     print(md, flush=True)
     return 0
 

@@ -259,14 +259,18 @@ def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in [rel, *sys.argv[1:]])
 
 
-def write_result(name: str, mode: str, payload: dict[str, Any]) -> Path:
-    """Write ``results/<name>-<mode>.json`` atomically and return its path."""
+def write_json_atomic(path: Path, payload: Any) -> Path:
+    """Write ``payload`` as JSON to ``path`` atomically (a killed run leaves the old file or none)."""
     from MaskMedCore.io_utils import atomic_write_text
 
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}-{mode}.json"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
-    return path
+    return Path(path)
+
+
+def write_result(name: str, mode: str, payload: dict[str, Any]) -> Path:
+    """Write ``results/<name>-<mode>.json`` atomically and return its path."""
+    return write_json_atomic(RESULTS_DIR / f"{name}-{mode}.json", payload)
 
 
 def update_markdown(section: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:

@@ -17,6 +17,7 @@ def quick_training_config(**changes):
         device="cpu",
         num_workers=0,
         initial_lr=1e-2,
+        recipe="paper",  # SGD, Transformer ratio 0.1: what these plumbing tests were written against
     )
     base.update(changes)
     return TrainingConfig(**base)

@@ -8,12 +8,23 @@ from MaskMedCore.errors import ConfigError
 from MaskMedCore.models.build import build_model
 
 
-def test_defaults_are_the_papers_recipe():
-    cfg = TrainingConfig()
+def test_the_paper_recipe_is_selectable_and_the_default_is_maskmeds():
+    cfg = TrainingConfig(recipe="paper")
     assert (cfg.optimizer, cfg.initial_lr, cfg.momentum, cfg.weight_decay) == ("sgd", 1e-3, 0.99, 3e-5)
     assert (cfg.transformer_lr_ratio, cfg.epochs, cfg.iterations_per_epoch, cfg.poly_exponent) == (0.1, 1000, 250, 0.9)
     assert cfg.nesterov and cfg.mirror_axes == (0, 1, 2)
     assert TrainingConfig.from_json(cfg.to_json()) == cfg
+    default = TrainingConfig()
+    assert (default.recipe, default.optimizer, default.initial_lr, default.transformer_lr_ratio) == (
+        "maskmed",
+        "adamw",
+        3e-3,
+        1.0,
+    )
+    # explicit values win over the recipe's
+    assert TrainingConfig(recipe="paper", optimizer="adamw", initial_lr=5e-4).optimizer == "adamw"
+    with pytest.raises(ConfigError, match="recipe"):
+        TrainingConfig(recipe="fast")
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from raw_dataset_builders import nnunet_dataset, write
 
 from MaskMedCore.cli import main
 from MaskMedCore.config.plan_config import PlanConfig
-from MaskMedCore.data.preprocessed_store import default_preprocessed_dir, list_cases, load_case
+from MaskMedCore.data.preprocessed_store import default_preprocessed_dir, list_cases, load_case, preprocessing_key
 
 
 def test_plan_writes_fingerprint_plan_and_cache_then_reuses_them(tmp_path, capsys):
@@ -19,6 +19,9 @@ def test_plan_writes_fingerprint_plan_and_cache_then_reuses_them(tmp_path, capsy
     assert f"fingerprint: {out / 'fingerprint.json'}" in text and "2 computed, 0 reused" in text
     plan = PlanConfig.from_json((out / "plan.json").read_text())
     assert plan.patch_size == (8, 16, 16) and [n.scheme for n in plan.normalization] == ["ct", "zscore"]
+    cpu = PlanConfig.from_json((out / "plan_cpu.json").read_text())  # an explicit patch holds for both
+    assert cpu.patch_size == plan.patch_size and preprocessing_key(cpu) == preprocessing_key(plan)
+    assert f"CPU plan: {out / 'plan_cpu.json'} (patch [8, 16, 16]" in text
     assert json.loads((out / "fingerprint.json").read_text())["cases"][0]["spacing"] == [2.0, 1.0, 1.0]
     assert list_cases(out) == ["case_000", "case_001"]
     assert load_case(out, "case_001").image.shape[0] == 2
@@ -43,7 +46,7 @@ def test_plan_default_folder_no_preprocess_and_refused_output(tmp_path, capsys, 
     raw = nnunet_dataset(tmp_path / "raw", num_cases=1)
     assert main(["plan", str(raw), "--no-preprocess", "--patch-size", "8", "8", "8"]) == 0
     out = default_preprocessed_dir(raw)
-    assert sorted(p.name for p in out.iterdir()) == ["fingerprint.json", "plan.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["fingerprint.json", "plan.json", "plan_cpu.json"]
     capsys.readouterr()
     assert main(["plan", str(raw), "--out", str(raw / "pre")]) == 2
     assert "inside the dataset folder" in capsys.readouterr().err

@@ -10,13 +10,16 @@ from MaskMedCore.config.plan_config import PlanConfig
 from MaskMedCore.data.dataset import RawCase, RawDataset, load_dataset
 from MaskMedCore.data.fingerprint import compute_fingerprint
 from MaskMedCore.data.planner import (
+    CPU_FEATURE_MAP_VOXELS,
     REFERENCE_FEATURE_MAP_VOXELS,
+    cpu_plan,
     feature_map_voxels,
     fullres_target_spacing,
     network_topology,
     normalization_for,
     plan_dataset,
 )
+from MaskMedCore.data.preprocessed_store import preprocessing_key
 from MaskMedCore.errors import ConfigError, DataError
 
 S2 = (2, 2, 2)
@@ -121,6 +124,41 @@ def test_explicit_patch_batch_and_spacing():
     assert coarser.target_spacing == (3.0, 1.6, 1.6) and coarser.median_shape == (40, 60, 60)
     assert coarser.strides[1] == (2, 2, 2)  # 3.0 / 1.6 < 2: every axis pools
     assert PlanConfig.from_json(plan.to_json()) == plan
+
+
+@pytest.mark.parametrize(
+    ("num_cases", "shape", "spacing", "max_stages", "fullres", "cpu"),
+    [
+        # the user's one-case brain MR of issue 16: 24 x 256 x 256 took ~15 s per step on 2 cores
+        (1, (24, 256, 256), (6.5, 0.78, 0.78), 6, ((24, 256, 256), 2), ((12, 128, 128), 2)),
+        (40, (90, 512, 512), (5.0, 0.8, 0.8), 6, ((32, 224, 224), 2), ((20, 96, 96), 2)),  # spleen-like CT
+        (20, (160, 200, 200), (1.0, 1.0, 1.0), 6, ((96, 160, 160), 2), ((48, 80, 80), 2)),
+        # MSD hippocampus and BraTS at 3 mm are under the CPU budget already: unchanged, batch included
+        (200, (36, 50, 35), (1.0, 1.0, 1.0), 4, ((40, 56, 40), 7), ((40, 56, 40), 7)),
+        (20, (52, 60, 50), (3.0, 3.0, 3.0), 6, ((56, 64, 56), 2), ((56, 64, 56), 2)),
+    ],
+)
+def test_cpu_configuration_shrinks_the_patch_to_the_cpu_budget(num_cases, shape, spacing, max_stages, fullres, cpu):
+    dataset, fp = _fake(num_cases, shape, spacing)
+    full = plan_dataset(dataset, fp, max_stages=max_stages)
+    small = plan_dataset(dataset, fp, max_stages=max_stages, configuration="3d_cpu")
+    assert (full.patch_size, full.batch_size) == fullres
+    assert (small.patch_size, small.batch_size) == cpu
+    assert small == cpu_plan(full)
+    assert preprocessing_key(small) == preprocessing_key(full)  # one preprocessed cache serves both
+    assert feature_map_voxels(small.patch_size, small.strides, small.features_per_stage, 3) <= CPU_FEATURE_MAP_VOXELS
+    assert np.prod(small.patch_size) <= 68**3  # the brain MR's: 58^3 voxels
+    assert all(p % t == 0 for p, t in zip(small.patch_size, small.model_config().total_strides()[-1]))
+    assert small.features_per_stage == full.features_per_stage[: len(small.strides)]
+
+
+def test_cpu_configuration_keeps_an_explicit_patch_and_batch():
+    dataset, fp = _fake(1, (24, 256, 256), (6.5, 0.78, 0.78))
+    plan = plan_dataset(dataset, fp, patch_size=(24, 256, 256), batch_size=3, configuration="3d_cpu")
+    assert (plan.patch_size, plan.batch_size) == ((24, 256, 256), 3)
+    assert plan_dataset(dataset, fp, patch_size=(24, 256, 256), configuration="3d_cpu").batch_size == 2
+    with pytest.raises(ConfigError, match="configuration is '2d'; expected one of '3d_fullres', '3d_cpu'"):
+        plan_dataset(dataset, fp, configuration="2d")
 
 
 def test_bad_arguments():

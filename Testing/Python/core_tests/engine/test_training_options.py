@@ -64,7 +64,7 @@ def test_case_validation_is_the_mean_per_case_dice_of_whole_case_predictions():
         labels = rng.integers(0, 3 if i < 2 else 2, size=shape).astype(np.int16)
         cases.append(PreprocessedCase(f"c{i}", image, labels, {}, {}))
 
-    got = validate_cases(model, cases, patch, 3, torch.device("cpu"), DistributedContext())
+    got = validate_cases(lambda x: semantic_probs(model(x)), cases, patch, 3, torch.device("cpu"), DistributedContext())
 
     per_class = {1: [], 2: []}
     for case in cases:

@@ -145,3 +145,23 @@ def test_predict_with_a_bad_checkpoint(tmp_path, phantom_dataset, capsys):
     rc = main(["predict", "-m", str(bad), "-i", str(phantom_dataset / "imagesTr"), "-o", str(tmp_path / "o")])
     assert rc == 2 and "truncated or corrupt" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_padded_batch_gives_the_unpadded_outputs():
+    """The copy sent along to keep a batch-1 CPU call on oneDNN must not change the real tile's outputs."""
+    from MaskMedCore.config import ModelConfig
+    from MaskMedCore.inference.cpu_batching import forward_batch_padded, needs_batch_padding
+    from MaskMedCore.models.build import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("tiny", 1, 3)).eval()
+    model.deep_supervision = False
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        plain, padded = model(x), forward_batch_padded(model, x, 2)
+    assert padded.class_logits.shape[0] == 1 and padded.mask_logits[-1].shape[0] == 1
+    for a, b in ((plain.class_logits, padded.class_logits), (plain.mask_logits[-1], padded.mask_logits[-1])):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert needs_batch_padding(torch.device("cpu"), 8, (40, 56, 40))
+    assert not needs_batch_padding(torch.device("cpu"), 32, (128, 128, 128))
+    assert not needs_batch_padding(torch.device("cuda"), 8, (40, 56, 40))

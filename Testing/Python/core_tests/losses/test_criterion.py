@@ -211,3 +211,39 @@ def test_bad_inputs_are_named(make_output, random_output, blob_labels):
         SetCriterion(K, matching="final")(mixed, labels)
     with pytest.raises(ValueError, match="matching"):
         SetCriterion(K, matching="each")
+
+
+def test_semantic_term_is_ce_plus_dice_of_the_composed_probabilities(make_output, blob_labels):
+    """The optional semantic term: ~0 for a perfect prediction, equal to an independent recomputation for a
+    random one, weighted into the total, and it leaves the set-loss terms as they were."""
+    from MaskMedCore.models.outputs import decoupled_class_probs
+
+    K, Q = 3, 3
+    labels = blob_labels(2, K)
+    plain, semantic = SetCriterion(K), SetCriterion(K, semantic_weight=0.5)
+    out, _ = perfect_output(make_output, labels, Q, K)
+    assert semantic(out, labels).terms["semantic"] < 1e-3
+
+    g = torch.Generator().manual_seed(3)
+    cls = [torch.randn(2, Q, K + 1, generator=g).requires_grad_() for _ in SIZES]
+    masks = [torch.randn(2, Q, *s, generator=g).requires_grad_() for s in SIZES]
+    out = make_output(cls, masks, True)
+    a, b = plain(out, labels), semantic(out, labels)
+    assert "semantic" not in a.terms
+    for t in ("class", "bce", "dice"):
+        assert a.terms[t] == pytest.approx(b.terms[t])
+    expected = []
+    for c, m in zip(cls, masks):
+        probs = decoupled_class_probs(c.detach(), m.detach())
+        target = downsample_labels(labels, tuple(probs.shape[2:]))
+        ce = F.nll_loss(probs.clamp_min(1e-6).log(), target)
+        onehot = F.one_hot(target, K).permute(0, 4, 1, 2, 3)[:, 1:].float()
+        p = probs[:, 1:]
+        dice = (2 * (p * onehot).sum((2, 3, 4)) + 1e-5) / (p.sum((2, 3, 4)) + onehot.sum((2, 3, 4)) + 1e-5)
+        expected.append(float(ce + 1 - dice.mean()))
+    w = deep_supervision_weights(len(SIZES), 0.5)
+    assert [b.terms[f"stage{s}/semantic"] for s in range(len(SIZES))] == pytest.approx(expected, rel=1e-5)
+    assert b.terms["semantic"] == pytest.approx(0.5 * sum(wi * e for wi, e in zip(w, expected)), rel=1e-5)
+    assert b.terms["total"] == pytest.approx(a.terms["total"] + b.terms["semantic"], rel=1e-5)
+    b.total.backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in cls + masks)
