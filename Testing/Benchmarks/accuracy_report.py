@@ -178,8 +178,8 @@ def _recipe_text(budget: dict, key: str) -> str:
     semantic = spec.loss.get("semantic_weight", budget.get("semantic_weight", 0.0))
     if semantic and spec.model.get("head", "decoupled") == "decoupled":
         text += f", + semantic loss {semantic:g}"
-    if "mirror_axes" in spec.training and not spec.training["mirror_axes"]:
-        text += ", no mirroring"
+    if "mirror_axes" in spec.training:
+        text += ", mirroring" if spec.training["mirror_axes"] else ", no mirroring"
     return text
 
 
@@ -257,7 +257,8 @@ def standard_markdown(payload: dict, info: dict, started: float, rows: list[str]
     parts.append(
         f"Budget (identical for every row, nnU-Net included): {b['epochs']} epochs x {b['iterations_per_epoch']} "
         f"iterations = {b['iterations']} iterations at the plan's batch and patch, preset `{b['preset']}` "
-        "(nnU-Net: the same UNet topology), poly LR decay per epoch, gradient clip 12, mirroring, whole-case "
+        "(nnU-Net: the same UNet topology), poly LR decay per epoch, gradient clip 12, no mirroring (see the "
+        "recipe rows), whole-case "
         f"validation Dice after every epoch (the curves), the final checkpoint, sliding-window overlap "
         f"{b['overlap']:g}, seeds {payload['seeds']}, device {b['device']}"
         + (

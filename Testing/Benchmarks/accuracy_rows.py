@@ -113,7 +113,12 @@ ROWS: list[Row] = [
         "maskmed",
         loss={"semantic_weight": 0.0},
     ),
-    Row("recipe_no_mirror", "decoupled, no mirroring", "maskmed", training={"mirror_axes": ()}),
+    Row(
+        "recipe_mirror",
+        "decoupled, with mirroring (nnU-Net's default augmentation)",
+        "maskmed",
+        training={"mirror_axes": (0, 1, 2)},
+    ),
     Row(
         "pointwise_sgd_1e-2",
         "point-wise head, SGD 1e-2 (nnU-Net's recipe in MaskMed's pipeline)",
@@ -252,6 +257,12 @@ def nnunet_budget(budget: dict, row: Row, mirror: bool) -> dict:
     return b
 
 
-def mirror_for(task: str) -> bool:
-    """No mirroring for the CT organs (left/right anatomy: spleen vs liver, as TotalSegmentator trains)."""
-    return task != "totalseg"
+def mirror_for(task: str, budget: dict) -> bool:
+    """Mirror augmentation for a task under a budget (every row of the task alike, nnU-Net included).
+
+    Never for the CT organs (left/right anatomy: spleen vs liver, as TotalSegmentator trains). Not in the
+    standard mode: at its 800 iterations mirroring slows learning (MSD hippocampus, decoupled, one seed:
+    validation Dice 0.821 with vs 0.847 without mirroring after 300 iterations); the recipe sweep's
+    ``recipe_mirror`` row measures it at the full budget.
+    """
+    return task != "totalseg" and budget["mode"] != "standard"

@@ -192,7 +192,7 @@ def _train_one_seed(task: dict, row: str, seed: int, budget: dict, preprocessed_
         seed=seed,
         num_workers=budget["num_workers"],
         device=budget["device"],
-        mirror_axes=(0, 1, 2) if mirror_for(data.task) else (),
+        mirror_axes=(0, 1, 2) if mirror_for(data.task, budget) else (),
     )
     fields.update(recipe_for(budget, spec))  # the budget's recipe with the row's changes
     config = TrainingConfig(**fields)
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             prep = payload["tasks"][task].get("nnunet_prepare", {})
             if "error" in prep:
                 return job, [{"error": "nnU-Net preprocessing failed: " + prep["error"]}]
-            b = nnunet_budget(budget, spec, mirror_for(task))
+            b = nnunet_budget(budget, spec, mirror_for(task, budget))
             # one results folder per (variant, seed) so parallel nnU-Net runs never share an output folder
             env = {
                 **child_env,
