@@ -8,6 +8,10 @@ model never saw, and reports the Dice per class against its manual labels (MSD T
 model was produced by the project's own commands on its own synthetic phantoms (see
 ``DEMO_TRAINING_COMMANDS``); it never saw the demo's phantom, which is generated from a seed outside the
 training seeds. ``--train`` retrains it first.
+
+The figures (``class_probabilities.png``, ``overlay_*.png``) are drawn with matplotlib
+(:mod:`MaskMedCore.visual.figures`), an optional dependency: without it the demo writes every other
+output, no PNGs, and says so once on stderr (and in the report's ``figures`` field).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +38,6 @@ DEMO_TRAIN_CASES = 12
 DEMO_PATCH = (32, 64, 64)
 DEMO_TRAINING_COMMANDS = PHANTOM_TRAINING_COMMANDS[:2]
 HIPPOCAMPUS_MODEL = "hippocampus"
-OVERLAY_SCALE_MRI = 6  # the hippocampus crop is ~35 x 50 voxels: magnify the overlay PNGs
 
 
 def find_demo_model() -> Path:
@@ -99,15 +104,17 @@ def run_demo(
     return run_hippocampus_demo(out_dir, device=device)
 
 
-def _segment_and_score(model_path: Path, image: sitk.Image, reference: sitk.Image, case: str, out: Path, device: str):
-    """Predict ``image``, write the outputs, and score them against ``reference``.
+def _segment_and_score(
+    model_path: Path, image: sitk.Image, reference: sitk.Image, case: str, out: Path, device: str, draw: bool
+):
+    """Predict ``image``, write the outputs (the class-probability heatmap when ``draw``), and score them
+    against ``reference``.
 
     Returns:
         ``(prediction, predictor, predict_seconds, dice per class name, pred (D, H, W), ref (D, H, W))``.
     """
     from MaskMedCore.inference.predictor import Predictor
     from MaskMedCore.metrics.overlap import dice_per_class
-    from MaskMedCore.visual.png import heatmap_png
 
     t0 = time.perf_counter()
     predictor = Predictor.from_checkpoint(model_path, device=device)
@@ -121,14 +128,21 @@ def _segment_and_score(model_path: Path, image: sitk.Image, reference: sitk.Imag
     if pred.shape != ref.shape:
         raise DataError(f"the reference labels of {case} are {ref.shape[::-1]} voxels, the image {pred.shape[::-1]}")
     dice = dice_per_class(pred, ref, range(1, len(names)))
-    heatmap_png(
-        prediction.class_probabilities,
-        out / "class_probabilities.png",
-        vmin=0.0,
-        vmax=1.0,
-        row_labels=[f"Q{q.index}" for q in prediction.queries],
-        col_labels=[*names, "none"],
-    )
+    if draw:
+        from MaskMedCore.visual.figures import heatmap_figure
+
+        heatmap_figure(
+            prediction.class_probabilities,
+            out / "class_probabilities.png",
+            vmin=0.0,
+            vmax=1.0,
+            row_labels=[f"Q{q.index}" for q in prediction.queries],
+            col_labels=[*names, "none"],
+            title=f"{case}: class probabilities of each query",
+            xlabel="class (none = no object)",
+            ylabel="query",
+            colorbar_label="probability",
+        )
     return prediction, predictor, predict_seconds, {names[k]: float(v) for k, v in dice.items()}, pred, ref
 
 
@@ -142,7 +156,6 @@ def run_hippocampus_demo(out_dir: str | os.PathLike, *, device: str = "auto") ->
         DataError: its sample case is missing.
     """
     from MaskMedCore.data.image_io import read_image
-    from MaskMedCore.visual.png import overlay_png
 
     start = time.perf_counter()
     model = bundled_model(HIPPOCAMPUS_MODEL)
@@ -157,16 +170,28 @@ def run_hippocampus_demo(out_dir: str | os.PathLike, *, device: str = "auto") ->
     shutil.copyfile(sample.image, out / f"{sample.case}_mri.nii.gz")
     shutil.copyfile(sample.label, out / f"{sample.case}_reference.nii.gz")
 
+    draw = can_draw_figures()
     prediction, predictor, predict_seconds, dice, pred, ref = _segment_and_score(
-        model_path, image, reference, sample.case, out, device
+        model_path, image, reference, sample.case, out, device, draw
     )
     # Sagittal slice (fixed x) with the most labelled voxels: the head (anterior) and the body/tail
     # (posterior) side by side. (D, H, W) = (z, y, x); rows flipped so that superior (+z) is up.
     x = int(np.argmax((ref > 0).sum(axis=(0, 1))))
     mri = sitk.GetArrayFromImage(image).astype(np.float32)
     window = tuple(float(v) for v in np.percentile(mri, (1.0, 99.5)))
-    for labels, name in ((pred, "overlay_prediction.png"), (ref, "overlay_reference.png")):
-        overlay_png(mri[::-1, :, x], labels[::-1, :, x], out / name, window=window, scale=OVERLAY_SCALE_MRI)
+    _, sy, sz = image.GetSpacing()
+    if draw:
+        _overlays(
+            mri[::-1, :, x],
+            ((pred[::-1, :, x], "prediction"), (ref[::-1, :, x], "manual reference")),
+            out,
+            f"{sample.case}, sagittal slice x={x}",
+            prediction.label_names,
+            dice,
+            window=window,
+            pixel_spacing=(sz, sy),
+            intensity_label="MRI intensity",
+        )
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     names = prediction.label_names
     report = {
@@ -187,6 +212,7 @@ def run_hippocampus_demo(out_dir: str | os.PathLike, *, device: str = "auto") ->
         "class_volumes_ml": prediction.class_volumes_ml,
         "reference_volumes_ml": {names[k]: float((ref == k).sum() * voxel_ml) for k in range(1, len(names))},
         "queries": [q.to_dict() for q in prediction.queries],
+        "figures": _figures_note(draw),
         "outputs": sorted(p.name for p in out.iterdir()) + ["report.json"],
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
@@ -207,7 +233,6 @@ def run_phantom_demo(
     """
     from MaskMedCore.data.image_io import write_image
     from MaskMedCore.data.phantom import generate_phantom
-    from MaskMedCore.visual.png import overlay_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,13 +249,25 @@ def run_phantom_demo(
     write_image(image, out / "phantom_ct.nii.gz")
     write_image(reference, out / "phantom_reference.nii.gz")
 
+    draw = can_draw_figures()
     prediction, predictor, predict_seconds, dice, pred, ref = _segment_and_score(
-        model_path, image, reference, "phantom", out, device
+        model_path, image, reference, "phantom", out, device, draw
     )
     ct = sitk.GetArrayFromImage(image).astype(np.float32)
     mid = int(np.argmax((ref > 0).sum(axis=(1, 2))))  # the slice with the most organ voxels
-    overlay_png(ct[mid], pred[mid], out / "overlay_prediction.png", scale=3)
-    overlay_png(ct[mid], ref[mid], out / "overlay_reference.png", scale=3)
+    sx, sy, _ = image.GetSpacing()
+    if draw:
+        _overlays(
+            ct[mid],
+            ((pred[mid], "prediction"), (ref[mid], "reference")),
+            out,
+            f"phantom (seed {seed}), axial slice z={mid}",
+            prediction.label_names,
+            dice,
+            window=(-150.0, 250.0),
+            pixel_spacing=(sy, sx),
+            intensity_label="HU",
+        )
     report = {
         "demo": "phantom",
         "model": str(model_path),
@@ -243,7 +280,46 @@ def run_phantom_demo(
         "total_seconds": time.perf_counter() - start,
         "class_volumes_ml": prediction.class_volumes_ml,
         "queries": [q.to_dict() for q in prediction.queries],
+        "figures": _figures_note(draw),
         "outputs": sorted(p.name for p in out.iterdir()),
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+# ---------------------------------------------------------------------------------------- figures
+def can_draw_figures() -> bool:
+    """Whether the demo can draw its figures (matplotlib installed); when not, says so on stderr.
+
+    Each demo run calls this once and passes the answer on, so the note appears once per run.
+    """
+    from MaskMedCore.visual import figures
+
+    if figures.available():
+        return True
+    print(
+        f"maskmed demo: matplotlib is not installed, so no PNG figures are written ({figures.INSTALL_HINT})",
+        file=sys.stderr,
+    )
+    return False
+
+
+def _figures_note(draw: bool) -> str:
+    """The report's ``figures`` field."""
+    from MaskMedCore.visual import figures
+
+    return "matplotlib" if draw else f"none (matplotlib is not installed; {figures.INSTALL_HINT})"
+
+
+def _overlays(image_slice, labelled, out: Path, where: str, names, dice, **style) -> None:
+    """``overlay_<kind>.png`` for each ``(labels (H, W), kind)`` in ``labelled``; the prediction's title
+    carries its Dice per class."""
+    from MaskMedCore.visual.figures import overlay_figure
+
+    for labels, kind in labelled:
+        title = f"{where}: {kind}"
+        if kind == "prediction":
+            scores = "Dice " + ", ".join(f"{name} {d:.2f}" for name, d in dice.items())
+            title += "\n" + textwrap.fill(scores, 64)  # several organs: wrapped, not clipped
+        name = "overlay_prediction.png" if kind == "prediction" else "overlay_reference.png"
+        overlay_figure(image_slice, labels, out / name, label_names=names, title=title, **style)

@@ -49,5 +49,8 @@ def run(args: argparse.Namespace) -> int:
                 f"(manual {report['reference_volumes_ml'][name]:.2f} mL)"
             )
     print(f"  mean Dice {report['mean_dice']:.3f}; prediction {report['predict_seconds']:.1f} s on {report['device']}")
-    print(f"outputs in {args.out}: labels, per-query maps, class_probabilities.png, overlay PNGs, report.json")
+    figures = "class_probabilities.png, overlay PNGs, " if report.get("figures") == "matplotlib" else ""
+    print(f"outputs in {args.out}: labels, per-query maps, {figures}report.json")
+    if not figures:
+        print(f"  no figures: {report.get('figures')}")
     return 0

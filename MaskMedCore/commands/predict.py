@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 from MaskMedCore.errors import DataError, MaskMedError
@@ -104,50 +105,112 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise MaskMedError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
     reporter = ProgressReporter(args.progress if args.progress != "bar" else "none", total_iterations=len(cases))
+    progress = CaseProgress(args.progress, len(cases))
     failed = 0
-    for n, (case, (files, ending)) in enumerate(cases.items(), start=1):
-        ending = args.output_format or (".nii.gz" if ending == ".seg.nrrd" else ending)
-        try:
-            bar = _tile_bar(args.progress, case)
-            result = predictor.predict(files, save_queries=args.save_queries, progress=bar)
-            written = result.write(out_dir, case, ending, args.save_queries, args.save_embeddings)
-        except MaskMedError as exc:
-            failed += 1
-            print(f"maskmed predict: case {case}: error: {exc}", file=sys.stderr)
-            continue
-        finally:
-            bar.close()
-        reporter.message(f"{case}: wrote {written['labels']} ({n}/{len(cases)})")
+    try:
+        for n, (case, (files, ending)) in enumerate(cases.items(), start=1):
+            ending = args.output_format or (".nii.gz" if ending == ".seg.nrrd" else ending)
+            progress.start_case(case, n)
+            try:
+                result = predictor.predict(files, save_queries=args.save_queries, progress=progress.tiles)
+                written = result.write(out_dir, case, ending, args.save_queries, args.save_embeddings)
+            except MaskMedError as exc:
+                failed += 1
+                progress.write(f"maskmed predict: case {case}: error: {exc}")
+                progress.end_case()
+                continue
+            text = f"{case}: wrote {written['labels']} ({n}/{len(cases)})"
+            if args.progress == "bar":
+                progress.write(f"{text}, {progress.case_summary()}")
+            else:
+                reporter.message(text)
+            progress.end_case()
+    finally:
+        progress.close()
     reporter.done(cases=len(cases), failed=failed)
     reporter.close()
     return 1 if failed else 0
 
 
-class _TileBar:
-    """Tile progress of one case: a tqdm bar (``bar``) or JSON lines (``json``) for the Slicer launcher."""
+class CaseProgress:
+    """Progress of ``maskmed predict`` over its cases.
 
-    def __init__(self, mode: str, case: str) -> None:
-        self.bar = None
+    ``bar``: one bar over the *cases* on stderr (tqdm's, or plain text lines without tqdm), started
+    before the first case so its rate is the true time per case (reading, preprocessing, every
+    sliding-window tile, writing); the current case and its tiles (``tile 3/8``) are shown beside it,
+    and each finished case gets a line with its tile count and seconds. A per-case tile bar would show
+    absurd rates (a one-tile case "runs at 155344 tile/s", timed from the tile's end).
+
+    ``json``: one ``tiles`` line per tile batch on stdout for the Slicer module:
+    ``{"event": "tiles", "case", "done", "total", "case_index", "cases", "case_seconds"}``
+    (``case_index`` counts from 1; ``case_seconds`` since the case started).
+
+    Args:
+        mode: ``bar``, ``json`` or ``none``.
+        num_cases: cases of the whole run.
+    """
+
+    def __init__(self, mode: str, num_cases: int) -> None:
+        from MaskMedCore.engine.progress import make_bar
+
         self.mode = mode
-        self.case = case
+        self.num_cases = num_cases
+        self.case = ""
+        self.index = 0
+        self.tiles_done = 0
+        self.tiles_total = 0
+        self._case_t0 = time.monotonic()
+        self._last_draw = 0.0
+        self.bar = make_bar(num_cases, desc="predict", unit="case") if mode == "bar" else None
 
-    def __call__(self, done: int, total: int) -> None:
+    def start_case(self, case: str, index: int) -> None:
+        self.case, self.index = case, index
+        self.tiles_done = self.tiles_total = 0
+        self._case_t0 = time.monotonic()
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{case}: reading")
+
+    def tiles(self, done: int, total: int) -> None:
+        """``progress(done, total)`` callback of the sliding window: tiles of the current case."""
+        self.tiles_done, self.tiles_total = done, total
         if self.mode == "json":
-            print(json.dumps({"event": "tiles", "case": self.case, "done": done, "total": total}), flush=True)
-            return
-        if self.mode != "bar":
-            return
-        if self.bar is None:
-            from tqdm import tqdm
+            event = {
+                "event": "tiles",
+                "case": self.case,
+                "done": done,
+                "total": total,
+                "case_index": self.index,
+                "cases": self.num_cases,
+                "case_seconds": round(self.case_seconds(), 3),
+            }
+            print(json.dumps(event), flush=True)
+        elif self.bar is not None:
+            now = time.monotonic()  # redraw at most twice a second (a case can have thousands of tiles)
+            refresh = done == total or now - self._last_draw >= 0.5
+            self._last_draw = now if refresh else self._last_draw
+            self.bar.set_postfix_str(f"{self.case}: tile {done}/{total}", refresh=refresh)
 
-            self.bar = tqdm(total=total, desc=self.case, unit="tile", leave=False)
-        self.bar.n = done
-        self.bar.refresh()
+    def case_seconds(self) -> float:
+        return time.monotonic() - self._case_t0
+
+    def case_summary(self) -> str:
+        """``8 tiles in 2.3 s`` for the current case."""
+        tiles = f"{self.tiles_total} tile{'s' if self.tiles_total != 1 else ''}"
+        return f"{tiles} in {self.case_seconds():.1f} s"
+
+    def write(self, text: str) -> None:
+        """A line on stderr that does not break the bar."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)  # tqdm's write goes to stdout unless told
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def end_case(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str("")
+            self.bar.update(1)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _tile_bar(mode: str, case: str) -> _TileBar:
-    return _TileBar(mode, case)
+            self.bar = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from MaskMedCore.commands._common import parse_overrides
 from MaskMedCore.config.recipes import DEFAULT_RECIPE, RECIPES
@@ -54,6 +55,12 @@ def register(subparsers) -> None:
     p.add_argument("--no-amp", action="store_true", help="switch mixed precision off on CUDA")
     p.add_argument("--max-minutes", type=float, help="stop with a resumable checkpoint after this wall time")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument(
+        "--stop-file",
+        metavar="PATH",
+        help="stop with a resumable checkpoint once PATH exists (checked after every iteration; exit 130); "
+        "the file is removed when training ends",
+    )
     p.add_argument("--preprocessed", help="plan/preprocessed cache folder (default: under ~/.cache/maskmed)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model config field (ablations)")
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
@@ -126,7 +133,10 @@ def run(args: argparse.Namespace) -> int:
         splits_file=args.splits,
         # A schedule whose length the user chose explicitly is never refused.
         cpu_limit_hours=None if args.epochs is not None else CPU_LIMIT_HOURS,
+        stop_file=args.stop_file,
     )
+    if args.stop_file:  # consumed: a later --resume with the same path trains on
+        Path(args.stop_file).unlink(missing_ok=True)
     if result.stopped_early and "max-minutes" not in (result.stop_reason or ""):
         return 130  # interrupted (signal or cancel); the latest checkpoint is resumable
     return 0

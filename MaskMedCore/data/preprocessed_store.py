@@ -324,6 +324,7 @@ def _write_manifest(out: Path, key: dict, dataset: RawDataset, entries: dict[str
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
+    """A terminal bar on stderr (tqdm's, or plain text lines where tqdm is not installed, as in Slicer)."""
+    from MaskMedCore.engine.progress import make_bar
 
-    return tqdm(total=total, desc="preprocessing", unit="case", disable=not enabled or total == 0)
+    return make_bar(total, desc="preprocessing", unit="case", disable=not enabled or total == 0)

@@ -74,10 +74,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 class _StopFlag:
-    """Set by SIGINT/SIGTERM, by ``cancel()``, or by the time limit; checked after every iteration."""
+    """Set by SIGINT/SIGTERM, by ``cancel()``, by the stop file appearing, or by the time limit; checked
+    after every iteration."""
 
-    def __init__(self, cancel: Callable[[], bool] | None) -> None:
+    def __init__(self, cancel: Callable[[], bool] | None, stop_file: Path | None = None) -> None:
         self.cancel = cancel
+        self.stop_file = stop_file
         self.reason: str | None = None
         self._previous: dict[int, Any] = {}
 
@@ -97,6 +99,8 @@ class _StopFlag:
     def check(self) -> bool:
         if self.reason is None and self.cancel is not None and self.cancel():
             self.reason = "cancelled"
+        if self.reason is None and self.stop_file is not None and self.stop_file.exists():
+            self.reason = f"stop file {self.stop_file} appeared"
         return self.reason is not None
 
 
@@ -114,6 +118,7 @@ def train(
     cancel: Callable[[], bool] | None = None,
     splits_file: str | Path | None = None,
     cpu_limit_hours: float | None = CPU_LIMIT_HOURS,
+    stop_file: str | Path | None = None,
 ) -> TrainResult:
     """Train MaskMed on a raw dataset folder; write checkpoints and logs to ``run_dir``.
 
@@ -130,6 +135,9 @@ def train(
         progress: ``bar``, ``json`` or ``none``.
         resume: continue ``run_dir`` from its latest checkpoint (same LR schedule and step count).
         cancel: polled after every iteration; True stops with a resumable checkpoint.
+        stop_file: a path polled after every iteration like ``cancel``: once the file exists, training
+            stops with a resumable checkpoint. Another process can ask for the stop on any OS, even
+            through a launcher that forwards no signals (3D Slicer's ``PythonSlicer``).
         splits_file: a split file in nnU-Net's ``splits_final.json`` format to train with (checked
             against the dataset, copied into the run as ``splits.json``; ``num_folds`` becomes its length).
         cpu_limit_hours: on the CPU, refuse a new run whose estimated duration exceeds this, unless
@@ -181,6 +189,7 @@ def train(
             cancel,
             splits_file,
             cpu_limit_hours,
+            None if stop_file is None else Path(stop_file),
         )
     finally:
         shutdown_distributed(ctx)
@@ -201,6 +210,7 @@ def _run(
     cancel,
     splits_file,
     cpu_limit_hours,
+    stop_file,
 ) -> TrainResult:
     from MaskMedCore.losses.build import build_criterion
     from MaskMedCore.models.build import build_model
@@ -322,7 +332,7 @@ def _run(
     start = time.monotonic()
     stopped = False
     try:
-        with _StopFlag(cancel) as stop, loader:
+        with _StopFlag(cancel, stop_file) as stop, loader:
             batches = iter(loader)
             while state["epoch"] < config.epochs:
                 epoch = state["epoch"]

@@ -1,4 +1,6 @@
-"""Small figures (PNG) without a plotting library: heatmaps and CT slice overlays."""
+"""Pictures: a dependency-free PNG writer, colour tables and small heatmaps/overlays (``png``), icons,
+VTK renders (``render``), and readable matplotlib figures for the CLI (``figures``; matplotlib is the
+optional ``plot`` extra, imported only there)."""
 
 from MaskMedCore.visual.png import (
     DEFAULT_LABEL_NAMES,

@@ -3,11 +3,22 @@
 Runs inside 3D Slicer and on plain Python with the ``slicer-core`` package (real MRML, no application).
 Nothing here imports Qt, and torch is imported only inside :func:`checkpoint_info`; every function
 that touches MRML takes the ``vtkMRMLScene`` (or a node in it) explicitly.
+
+One concept per module: ``logic`` (segment, training start), ``segment_task`` / ``training_task`` /
+``dataset_check`` / ``device_probe`` (the panel's background tasks), ``results`` and ``query_maps`` (what a
+run leaves), ``inspection`` (the Inspect section's nodes), ``roi`` (segmenting inside an ROI),
+``model_list`` (the model selector), ``segmentation_io`` / ``volume_io`` / ``query_views`` /
+``training_views`` (MRML in and out), ``terminology`` and ``colors``, ``process`` (child processes).
 """
 
+from MaskMedSlicerLib.colors import default_label_colors
+from MaskMedSlicerLib.dataset_check import DatasetCheck, describe_validation
 from MaskMedSlicerLib.dependencies import REQUIRED_PACKAGES, missing_packages
+from MaskMedSlicerLib.device_probe import DeviceProbe
 from MaskMedSlicerLib.errors import MaskMedSlicerError, SegmentationCancelled
-from MaskMedSlicerLib.logic import MaskMedLogic, SegmentationJob, SegmentationResult
+from MaskMedSlicerLib.inspection import Inspection
+from MaskMedSlicerLib.logic import MaskMedLogic
+from MaskMedSlicerLib.model_list import ModelList
 from MaskMedSlicerLib.models import ModelInfo, bundled_demo_model, checkpoint_info, find_models
 from MaskMedSlicerLib.process import (
     MaskMedProcess,
@@ -18,16 +29,22 @@ from MaskMedSlicerLib.process import (
     subprocess_env,
 )
 from MaskMedSlicerLib.progress import ProgressEvent, ProgressParser, TrainingCurve, parse_progress_line
+from MaskMedSlicerLib.query_maps import QueryMap, compact_query_map
 from MaskMedSlicerLib.query_views import (
     QueryResults,
     probability_color_node,
+    query_overlay_volume,
     query_probability_volume,
     query_summary_table,
     table_from_matrix,
 )
+from MaskMedSlicerLib.results import SegmentationJob, SegmentationResult
+from MaskMedSlicerLib.roi import RoiCrop, roi_crop
 from MaskMedSlicerLib.scene_setup import ensure_segmentation_converters, remove_nodes
-from MaskMedSlicerLib.segmentation_io import add_binary_segment, default_label_colors, labelmap_file_to_segmentation
-from MaskMedSlicerLib.terminology import ORGAN_TERMINOLOGY, terminology_entry
+from MaskMedSlicerLib.segment_task import SegmentTask
+from MaskMedSlicerLib.segmentation_io import add_binary_segment, labelmap_file_to_segmentation, labelmap_to_segmentation
+from MaskMedSlicerLib.terminology import ORGAN_TERMINOLOGY, apply_standard_terminology, terminology_entry
+from MaskMedSlicerLib.training_task import TrainingTask
 from MaskMedSlicerLib.training_views import training_curve_chart, training_curve_table
 from MaskMedSlicerLib.volume_io import export_volume, image_from_volume_node, volume_node_from_file
 
@@ -35,6 +52,13 @@ __all__ = [
     "MaskMedLogic",
     "SegmentationResult",
     "SegmentationJob",
+    "SegmentTask",
+    "TrainingTask",
+    "DatasetCheck",
+    "describe_validation",
+    "DeviceProbe",
+    "Inspection",
+    "ModelList",
     "MaskMedSlicerError",
     "SegmentationCancelled",
     "ModelInfo",
@@ -51,17 +75,24 @@ __all__ = [
     "ProgressParser",
     "TrainingCurve",
     "parse_progress_line",
+    "QueryMap",
+    "compact_query_map",
     "QueryResults",
     "probability_color_node",
+    "query_overlay_volume",
     "query_probability_volume",
     "query_summary_table",
     "table_from_matrix",
+    "RoiCrop",
+    "roi_crop",
     "ensure_segmentation_converters",
     "remove_nodes",
     "add_binary_segment",
     "default_label_colors",
     "labelmap_file_to_segmentation",
+    "labelmap_to_segmentation",
     "ORGAN_TERMINOLOGY",
+    "apply_standard_terminology",
     "terminology_entry",
     "training_curve_chart",
     "training_curve_table",

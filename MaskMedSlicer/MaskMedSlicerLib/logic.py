@@ -3,39 +3,45 @@
 Usable from the Slicer Python console and from plain Python on ``slicer-core``::
 
     logic = MaskMedLogic()
-    result = logic.segment([volume_node], scene=scene)       # bundled demo model
-    overlay = logic.show_query(result, 3)                      # query 3's probability map
-    logic.cleanup(result)                                      # delete the kept prediction folder
+    result = logic.segment([volume_node], scene=scene)                  # bundled demo model
+    result = logic.segment([volume_node], model="hippocampus", roi=roi)  # a bundled model, inside an ROI
+    overlay = logic.show_query(result, 3)                                 # query 3's probability map
+    logic.cleanup(result)                                                 # remove its table nodes
 
 ``segment`` blocks: it runs ``python -m MaskMedCore predict`` in a child process and polls it, calling
-``progress(event)`` for each parsed line and ``cancel()`` between polls (inside Slicer the progress
-callback can call ``slicer.app.processEvents()`` to keep the GUI live). A GUI that must not block uses
-the two halves instead: ``job = logic.start_segmentation(...)``, poll ``job.process.events()`` from a
-timer until ``job.process.running`` is False, then ``logic.finish_segmentation(job)`` (or
-``logic.cancel_segmentation(job)``). Inside Slicer, ``python_executable`` should be ``PythonSlicer``.
+``progress(event)`` for each parsed line and ``cancel()`` between polls. A GUI that must not block uses
+the two halves instead (the panel does, through :class:`~MaskMedSlicerLib.segment_task.SegmentTask`):
+``job = logic.start_segmentation(...)``, poll ``job.process.events()`` until ``job.process.running`` is
+False, then ``logic.finish_segmentation(job)`` (or ``logic.cancel_segmentation(job)``). Both paths run
+the same input checks. Inside Slicer, ``python_executable`` should be ``PythonSlicer``.
+
+Temporary files live only while a job runs: finishing loads the label map, the query tables and compact
+query maps (:mod:`.query_maps`) into memory and the scene, then deletes the job's folders.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from MaskMedSlicerLib.errors import MaskMedSlicerError, SegmentationCancelled
-from MaskMedSlicerLib.models import ModelInfo, bundled_demo_model, checkpoint_info
+from MaskMedSlicerLib.inputs import check_inputs, node_label, resolve_model
+from MaskMedSlicerLib.models import ModelInfo, checkpoint_info
 from MaskMedSlicerLib.process import MaskMedProcess, build_predict_command, build_train_command, subprocess_env
 from MaskMedSlicerLib.progress import ProgressEvent
-from MaskMedSlicerLib.query_views import QueryResults, query_probability_volume
+from MaskMedSlicerLib.query_maps import compact_query_map
+from MaskMedSlicerLib.query_views import QueryResults, query_overlay_volume
+from MaskMedSlicerLib.results import SegmentationJob, SegmentationResult
+from MaskMedSlicerLib.roi import crop_image, mask_outside, roi_crop
 from MaskMedSlicerLib.scene_setup import remove_nodes, removed_on_error
-from MaskMedSlicerLib.segmentation_io import add_binary_segment, default_label_colors, labelmap_file_to_segmentation
-from MaskMedSlicerLib.volume_io import export_volume, ijk_to_ras, read_image
+from MaskMedSlicerLib.segmentation_io import add_binary_segment, default_label_colors, labelmap_to_segmentation
+from MaskMedSlicerLib.volume_io import ijk_to_ras, image_from_volume_node, read_image, write_image
 
 CASE_ID = "case"
 FILE_ENDING = ".nii.gz"
@@ -43,100 +49,11 @@ FILE_ENDING = ".nii.gz"
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
-@dataclass
-class SegmentationResult:
-    """What :meth:`MaskMedLogic.segment` added to the scene, and the prediction folder it keeps.
-
-    Attributes:
-        segmentation_node: one segment per model class (segment ID = class name).
-        summary_table: one row per query (index, class, score, volume (mL), no object).
-        class_probability_table: (Q, K+1) table, or None without embeddings.
-        class_embedding_table: (Q, E) table, or None.
-        mask_embedding_table: (Q, C) table, or None.
-        queries: the parsed prediction folder (summary, matrices, query map files).
-        output_dir: the kept prediction folder (removed by :meth:`MaskMedLogic.cleanup`).
-        reference_volume_node: the first input volume (geometry of every output).
-        model: the model that produced it.
-    """
-
-    segmentation_node: object
-    summary_table: object
-    class_probability_table: object | None
-    class_embedding_table: object | None
-    mask_embedding_table: object | None
-    queries: QueryResults
-    output_dir: Path
-    reference_volume_node: object = None
-    model: ModelInfo | None = None
-
-    def nodes(self) -> list:
-        """The nodes this result added (the segmentation node first)."""
-        tables = (self.summary_table, self.class_probability_table, self.class_embedding_table)
-        return [n for n in (self.segmentation_node, *tables, self.mask_embedding_table) if n is not None]
-
-
-@dataclass
-class SegmentationJob:
-    """A prediction running in a child process (see :meth:`MaskMedLogic.start_segmentation`).
-
-    Attributes:
-        process: the running child; poll ``process.events()`` and ``process.running``.
-        model: the model it runs.
-        volume_nodes: the input volumes (the first is the reference geometry).
-        scene: the scene the result goes to.
-        input_dir: temporary copy of the inputs (deleted by finish/cancel).
-        output_dir: prediction folder (kept by a successful finish, as ``SegmentationResult.output_dir``).
-        segmentation_node: node to write into, or None for a new one.
-        use_terminology: tag segments with SNOMED CT codes.
-    """
-
-    process: MaskMedProcess
-    model: ModelInfo
-    volume_nodes: list
-    scene: object
-    input_dir: Path
-    output_dir: Path
-    segmentation_node: object = None
-    use_terminology: bool = False
-
-
-def _node_label(node) -> str:
-    return f"volume '{node.GetName()}'"
-
-
-def _check_inputs(volume_nodes, scene):
-    """Validated (list of volume nodes, scene)."""
-    if volume_nodes is None:
-        raise MaskMedSlicerError("no input volume selected")
-    nodes = list(volume_nodes) if isinstance(volume_nodes, (list, tuple)) else [volume_nodes]
-    if not nodes or any(n is None for n in nodes):
-        raise MaskMedSlicerError("no input volume selected (one volume node per model channel is needed)")
-    for node in nodes:
-        if not node.IsA("vtkMRMLScalarVolumeNode"):
-            raise MaskMedSlicerError(f"input {node.GetName()} is a {node.GetClassName()}, not a scalar volume")
-    scene = scene if scene is not None else nodes[0].GetScene()
-    if scene is None:
-        raise MaskMedSlicerError(f"{_node_label(nodes[0])} is in no scene; pass scene=")
-    for node in nodes:
-        if node.GetScene() is not scene:
-            raise MaskMedSlicerError(f"{_node_label(node)} is not in the given scene")
-    first = nodes[0]
-    dims = first.GetImageData().GetDimensions() if first.GetImageData() else None
-    for node in nodes[1:]:
-        same = node.GetImageData() is not None and node.GetImageData().GetDimensions() == dims
-        if not same or not np.allclose(ijk_to_ras(node), ijk_to_ras(first), rtol=1e-4, atol=1e-3):
-            raise MaskMedSlicerError(
-                f"{_node_label(node)} does not share the voxel grid of {_node_label(first)}; resample it onto "
-                f"'{first.GetName()}' first (e.g. Resample Scalar/Vector/DWI Volume)"
-            )
-    return nodes, scene
-
-
 class MaskMedLogic:
     """Qt-free MaskMed logic.
 
     Args:
-        temp_root: folder for temporary inputs and kept prediction folders (default: the system's).
+        temp_root: folder for the temporary folders of running jobs (default: the system's).
         poll_interval: seconds between checks of the child process in :meth:`segment`.
     """
 
@@ -147,10 +64,10 @@ class MaskMedLogic:
 
     # ------------------------------------------------------------------------------------ models
     def model_info(self, model: str | os.PathLike | ModelInfo | None = None) -> ModelInfo:
-        """ModelInfo of a checkpoint/run folder (None: the bundled demo model); cached per file version."""
+        """ModelInfo of a checkpoint, run folder or bundled model name (None: the demo model); cached."""
         if isinstance(model, ModelInfo):
             return model
-        path = Path(model) if model is not None else bundled_demo_model()
+        path = resolve_model(model)
         key_path = path
         if path.is_dir():
             key_path = next(
@@ -175,30 +92,35 @@ class MaskMedLogic:
         python_executable: str | os.PathLike | None = None,
         segmentation_node=None,
         save_embeddings: bool = True,
+        roi=None,
     ) -> SegmentationResult:
         """Segment one case and load the result into the scene (blocking).
 
         Args:
             volume_nodes: one scalar volume node per model channel, in channel order, on one voxel grid.
-            model: checkpoint file, run folder or ModelInfo; None: the bundled demo model.
+            model: checkpoint file, run folder, bundled model name (``"phantom"``, ``"hippocampus"``) or
+                ModelInfo; None: the bundled demo model.
             device: ``auto``, ``cuda`` or ``cpu``.
             scene: the ``vtkMRMLScene``; default: the scene of the first volume.
             progress: called with every parsed child event and a few of our own (``message`` kind).
             cancel: polled every ``poll_interval`` s; True kills the child and raises SegmentationCancelled.
             save_queries: keep each query's probability map (needed by :meth:`show_query`).
-            use_terminology: tag segments with SNOMED CT codes where known.
+            use_terminology: standard segment names, colours and terminology tags where known.
             python_executable: interpreter with torch and MaskMedCore's dependencies (Slicer: PythonSlicer);
                 default ``sys.executable``.
             segmentation_node: write into this node (MaskMed's segments replaced, others kept).
-            save_embeddings: write the embedding matrices (the query heatmap tables need them).
+            save_embeddings: write the embedding matrices (the query tables need them).
+            roi: a markups ROI node: predict only inside it (the crop of the volume it covers, clipped to
+                the volume); the result is placed in the whole volume's geometry, empty outside the ROI.
 
         Returns:
-            The SegmentationResult; its prediction folder stays until :meth:`cleanup`.
+            The SegmentationResult; no temporary file is left.
 
         Raises:
             SegmentationCancelled: ``cancel()`` returned True; the scene is as before the call.
-            MaskMedSlicerError: bad inputs, the child failed (message: its last error line), or the
-                outputs could not be read. No node of this call is left in the scene.
+            MaskMedSlicerError: bad inputs (an ROI that misses the volume included), the child failed
+                (message: its last error line), or the outputs could not be read. No node of this call
+                is left in the scene.
         """
         report = progress or (lambda event: None)
         report(ProgressEvent("message", 0.0, "writing the input volume(s)"))
@@ -212,7 +134,10 @@ class MaskMedLogic:
             python_executable=python_executable,
             segmentation_node=segmentation_node,
             save_embeddings=save_embeddings,
+            roi=roi,
         )
+        for message in job.messages:
+            report(ProgressEvent("message", None, message))
         try:
             while job.process.running:
                 for event in job.process.events():
@@ -242,14 +167,19 @@ class MaskMedLogic:
         python_executable: str | os.PathLike | None = None,
         segmentation_node=None,
         save_embeddings: bool = True,
+        roi=None,
     ) -> SegmentationJob:
         """Non-blocking first half of :meth:`segment`: check the inputs, write them, start the child.
 
         Poll ``job.process.events()`` (never blocks) until ``job.process.running`` is False, then call
         :meth:`finish_segmentation` (on the main thread), or :meth:`cancel_segmentation` to abort. The
-        scene is not touched until :meth:`finish_segmentation`. Arguments as for :meth:`segment`.
+        scene is not touched until :meth:`finish_segmentation`. Arguments as for :meth:`segment`;
+        ``job.messages`` says what was cropped.
         """
-        nodes, scene = _check_inputs(volume_nodes, scene)
+        nodes, scene = check_inputs(volume_nodes, scene)
+        if segmentation_node is not None and segmentation_node.GetScene() is not scene:
+            raise MaskMedSlicerError(f"segmentation node '{segmentation_node.GetName()}' is not in the given scene")
+        crop = roi_crop(nodes[0], roi) if roi is not None else None
         info = self.model_info(model)
         if len(nodes) != info.num_channels:
             raise MaskMedSlicerError(
@@ -259,7 +189,11 @@ class MaskMedLogic:
         input_dir = Path(tempfile.mkdtemp(prefix="maskmed-input-", dir=self.temp_root))
         output_dir = Path(tempfile.mkdtemp(prefix="maskmed-result-", dir=self.temp_root))
         try:
-            files = [export_volume(n, input_dir / f"{CASE_ID}_{c:04d}{FILE_ENDING}") for c, n in enumerate(nodes)]
+            files = []
+            for channel, node in enumerate(nodes):
+                image = image_from_volume_node(node)
+                path = input_dir / f"{CASE_ID}_{channel:04d}{FILE_ENDING}"
+                files.append(write_image(crop_image(image, crop) if crop else image, path, node_label(node)))
             command = build_predict_command(
                 python_executable or sys.executable,
                 info.path,
@@ -272,57 +206,86 @@ class MaskMedLogic:
             )
             process = MaskMedProcess(command, subprocess_env()).start()
         except BaseException:
-            shutil.rmtree(input_dir, ignore_errors=True)
-            shutil.rmtree(output_dir, ignore_errors=True)
+            SegmentationJob(None, info, nodes, scene, input_dir, output_dir).remove_files()
             raise
-        return SegmentationJob(process, info, nodes, scene, input_dir, output_dir, segmentation_node, use_terminology)
+        job = SegmentationJob(
+            process, info, nodes, scene, input_dir, output_dir, segmentation_node, use_terminology, crop
+        )
+        if crop is not None:
+            job.messages.append(crop.message)
+        return job
 
     def finish_segmentation(self, job: SegmentationJob) -> SegmentationResult:
         """Second half of :meth:`segment`, once ``job.process`` has ended: load its result into the scene.
 
+        The job's folders are deleted whatever happens.
+
         Raises:
             MaskMedSlicerError: the child is still running or failed (message: its error line), an input
-                volume left the scene, or the outputs cannot be read. Nothing is left in the scene and the
-                prediction folder is deleted.
+                volume left the scene, or the outputs cannot be read. Nothing is left in the scene.
         """
         if job.process.running:
             raise MaskMedSlicerError("the MaskMed prediction is still running; wait for it or cancel it")
         job.process.wait()
-        shutil.rmtree(job.input_dir, ignore_errors=True)
         try:
             if job.process.returncode != 0:
                 raise MaskMedSlicerError(job.process.describe_failure("MaskMed prediction"))
             reference = job.volume_nodes[0]
             if reference.GetScene() is not job.scene:
-                raise MaskMedSlicerError(f"{_node_label(reference)} was removed while MaskMed was running")
+                raise MaskMedSlicerError(f"{node_label(reference)} was removed while MaskMed was running")
             return self.import_result(
-                job.output_dir, reference, job.model, job.scene, job.segmentation_node, job.use_terminology
+                job.output_dir,
+                reference,
+                job.model,
+                job.scene,
+                job.segmentation_node,
+                job.use_terminology,
+                crop=job.crop,
             )
-        except BaseException:
-            shutil.rmtree(job.output_dir, ignore_errors=True)
-            raise
+        finally:
+            job.remove_files()
 
     @staticmethod
     def cancel_segmentation(job: SegmentationJob) -> None:
         """Kill the job's process tree and delete its files (the scene was never touched)."""
         job.process.cancel()
-        shutil.rmtree(job.input_dir, ignore_errors=True)
-        shutil.rmtree(job.output_dir, ignore_errors=True)
+        job.remove_files()
 
     def import_result(
-        self, output_dir: Path, reference, info: ModelInfo, scene, segmentation_node=None, use_terminology=False
+        self,
+        output_dir: Path,
+        reference,
+        info: ModelInfo,
+        scene,
+        segmentation_node=None,
+        use_terminology=False,
+        crop=None,
     ) -> SegmentationResult:
         """Load a finished prediction folder (``maskmed predict`` output for one case) into ``scene``.
 
-        Everything it adds is removed again if any step fails. Args as in :meth:`segment`; ``reference``
-        is the first input volume node (the geometry of every output).
+        Everything it adds is removed again if any step fails; the folder itself is left to the caller.
+        Args as in :meth:`segment`; ``reference`` is the first input volume node (the geometry of every
+        output) and ``crop`` the :class:`~MaskMedSlicerLib.roi.RoiCrop` the inputs were cut to, if any.
         """
         queries = QueryResults.load(output_dir, CASE_ID)
         names = queries.label_names or list(info.label_names)
         base = reference.GetName()
+        labels = read_image(Path(output_dir) / f"{CASE_ID}{FILE_ENDING}")
+        if crop is not None:
+            labels = mask_outside(labels, crop)
+        grid = ijk_to_ras(reference)
+        extent = reference.GetImageData().GetExtent()
+        grid[:3, 3] = grid[:3, :3] @ np.array(extent[::2], np.float64) + grid[:3, 3]  # voxel [0,0,0] of the array
+        grid_shape = tuple(reversed(reference.GetImageData().GetDimensions()))
+        inside = crop.inside if crop is not None else None
+        query_maps = {
+            index: compact_query_map(read_image(path), grid, grid_shape, inside)
+            for index, path in queries.query_maps.items()
+        }
+        queries.query_maps = {}  # the files go with the folder
         with removed_on_error(scene):
-            segmentation = labelmap_file_to_segmentation(
-                output_dir / f"{CASE_ID}{FILE_ENDING}",
+            segmentation = labelmap_to_segmentation(
+                labels,
                 reference,
                 names,
                 scene,
@@ -330,6 +293,7 @@ class MaskMedLogic:
                 segmentation_node=segmentation_node,
                 name=f"{base} MaskMed segmentation",
                 use_terminology=use_terminology,
+                source=f"the predicted label map of {node_label(reference)}",
             )
             has_matrices = queries.class_probabilities is not None
             return SegmentationResult(
@@ -345,24 +309,18 @@ class MaskMedLogic:
                 if has_matrices
                 else None,
                 queries=queries,
-                output_dir=output_dir,
+                query_maps=query_maps,
                 reference_volume_node=reference,
                 model=info,
+                crop=crop,
             )
 
     # ------------------------------------------------------------------------------------ queries
-    def show_query(
-        self,
-        result: SegmentationResult,
-        index: int,
-        scene=None,
-        volume_node=None,
-        threshold: float | None = None,
-    ):
-        """Load query ``index``'s probability map (0..1, viridis) as an overlay volume.
+    def show_query(self, result: SegmentationResult, index: int, scene=None, volume_node=None, threshold=None):
+        """Show query ``index``'s probability map (0..1, viridis) as an overlay volume.
 
         Args:
-            result: a :meth:`segment` result whose folder was not cleaned up, run with save_queries.
+            result: a :meth:`segment` result run with save_queries.
             index: query index (the ``index`` column of the summary table).
             scene: default: the segmentation node's scene.
             volume_node: reuse this node (e.g. the overlay of the previously shown query).
@@ -370,14 +328,14 @@ class MaskMedLogic:
                 (see :meth:`add_query_segment`).
 
         Returns:
-            The ``vtkMRMLScalarVolumeNode``; show it as the slice foreground, e.g. with
-            ``slicer.util.setSliceViewerLayers(foreground=node, foregroundOpacity=0.5)``.
+            The ``vtkMRMLScalarVolumeNode`` (the map's non-zero box, on the volume's grid); show it as the
+            slice foreground, e.g. ``slicer.util.setSliceViewerLayers(foreground=node, foregroundOpacity=0.5)``.
         """
         scene = scene if scene is not None else result.segmentation_node.GetScene()
         query = result.queries.query(index)
-        path = result.queries.query_map_path(index)
         name = f"MaskMed query {index} ({query['class_name']})"
-        node = query_probability_volume(path, result.reference_volume_node, scene, name, volume_node=volume_node)
+        image = result.query_map(index).image()
+        node = query_overlay_volume(image, result.reference_volume_node, scene, name, volume_node=volume_node)
         node.SetAttribute("MaskMed.QueryIndex", str(index))
         if threshold is not None:
             self.add_query_segment(result, index, threshold, scene)
@@ -389,33 +347,31 @@ class MaskMedLogic:
         Returns:
             The segment ID, ``query_XX`` (replaced if it exists); its colour is the query's class colour.
         """
-        import SimpleITK as sitk
-
-        if not 0.0 < threshold <= 1.0:
-            raise MaskMedSlicerError(f"threshold must be in (0, 1], got {threshold}")
         scene = scene if scene is not None else result.segmentation_node.GetScene()
         query = result.queries.query(index)
-        image = read_image(result.queries.query_map_path(index))
+        mask = result.query_map(index).image(threshold=threshold)
         names = result.queries.label_names
         colors = default_label_colors(names) if len(names) > 1 else [(1.0, 1.0, 0.0)] * 2
         color = colors[query["class_index"]] if 0 < query["class_index"] < len(colors) else (1.0, 1.0, 0.0)
         return add_binary_segment(
-            sitk.GreaterEqual(image, float(threshold)),
+            mask,
             result.segmentation_node,
             f"query_{index:02d}",
             f"Q{index} {query['class_name']} (p >= {threshold:g})",
             color,
             scene,
+            reference_volume_node=result.reference_volume_node,
         )
 
     # ------------------------------------------------------------------------------------ cleanup
-    def cleanup(self, result: SegmentationResult, remove_nodes_too: bool = False) -> None:
-        """Delete the result's prediction folder; with ``remove_nodes_too`` also its nodes."""
-        shutil.rmtree(result.output_dir, ignore_errors=True)
+    @staticmethod
+    def cleanup(result: SegmentationResult, remove_nodes_too: bool = False) -> None:
+        """Remove the result's table nodes and query maps; with ``remove_nodes_too`` its segmentation too."""
+        result.remove_tables()
         if remove_nodes_too:
             scene = result.segmentation_node.GetScene()
             if scene is not None:
-                remove_nodes(scene, result.nodes())
+                remove_nodes(scene, [result.segmentation_node])
 
     # ------------------------------------------------------------------------------------ training
     def start_training(
@@ -431,10 +387,7 @@ class MaskMedLogic:
     ) -> MaskMedProcess:
         """Start ``maskmed train`` in the background and return the running process (non-blocking).
 
-        Poll ``process.events()`` (e.g. from a QTimer), feed ``epoch`` events to a
-        :class:`~MaskMedSlicerLib.progress.TrainingCurve`; ``process.request_stop()`` stops after the
-        current iteration with a resumable checkpoint (``extra=("--resume",)`` continues),
-        ``process.cancel()`` kills it at once.
+        See :class:`~MaskMedSlicerLib.training_task.TrainingTask` for the state machine the panel uses.
         """
         dataset = Path(dataset_dir)
         if not (dataset / "dataset.json").is_file():

@@ -9,7 +9,8 @@ A prediction folder written by ``maskmed predict --save-queries --save-embedding
 - ``<case>_embeddings.npz``: ``class_probabilities`` (Q, K+1), ``class_embeddings`` (Q, E),
   ``mask_embeddings`` (Q, C), ``label_names`` (K);
 - ``<case>_queries/query_XX_<class><ending>``: each query's mask probability map (float32 in 0..1,
-  the input's geometry).
+  the input's geometry); the module keeps them compactly in memory (:mod:`.query_maps`) and shows one
+  with :func:`query_overlay_volume`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import vtk
 
+from MaskMedSlicerLib.colors import viridis
 from MaskMedSlicerLib.errors import MaskMedSlicerError
 from MaskMedSlicerLib.scene_setup import removed_on_error
-from MaskMedSlicerLib.volume_io import volume_node_from_file
+from MaskMedSlicerLib.volume_io import read_image, update_volume_node_from_image
 
 PROBABILITY_COLOR_NODE_NAME = "MaskMed probability"
 _COLOR_NODE_ATTRIBUTE = "MaskMed.ColorTable"
@@ -43,9 +45,7 @@ def probability_color_node(scene):
         node = nodes.GetItemAsObject(i)
         if node.GetAttribute(_COLOR_NODE_ATTRIBUTE) == "probability":
             return node
-    from MaskMedCore.visual.png import colormap_viridis
-
-    rgb = colormap_viridis(np.linspace(0.0, 1.0, 256)) / 255.0  # (256, 3)
+    rgb = viridis(np.linspace(0.0, 1.0, 256))  # (256, 3)
     node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", PROBABILITY_COLOR_NODE_NAME)
     node.SetTypeToUser()
     node.SetNumberOfColors(len(rgb))
@@ -57,10 +57,16 @@ def probability_color_node(scene):
 
 
 def query_probability_volume(path: str | os.PathLike, reference_volume_node, scene, name: str, volume_node=None):
-    """Load one query's probability map as a scalar volume shown with viridis, window/level 0..1.
+    """Load one query's probability map file as an overlay volume (see :func:`query_overlay_volume`)."""
+    return query_overlay_volume(read_image(path), reference_volume_node, scene, name, volume_node=volume_node)
+
+
+def query_overlay_volume(image, reference_volume_node, scene, name: str, volume_node=None):
+    """Show a probability image (0..1) as a scalar volume with viridis, window/level 0..1.
 
     Args:
-        path: the query's probability map file.
+        image: SimpleITK image in the reference volume's local coordinates, e.g. ``QueryMap.image()``
+            (a crop of the grid is enough: the slice views resample it).
         reference_volume_node: the segmented volume (its parent transform is copied; may be None).
         scene: the ``vtkMRMLScene``.
         name: node name.
@@ -71,15 +77,20 @@ def query_probability_volume(path: str | os.PathLike, reference_volume_node, sce
     """
     with removed_on_error(scene):
         color_node = probability_color_node(scene)
-        node = volume_node_from_file(path, scene, name, volume_node=volume_node)
-        display = node.GetDisplayNode()
+        if volume_node is None or volume_node.GetScene() is not scene:
+            volume_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        volume_node.SetName(name)
+        update_volume_node_from_image(volume_node, image)
+        if volume_node.GetDisplayNode() is None:
+            volume_node.CreateDefaultDisplayNodes()
+        display = volume_node.GetDisplayNode()
         display.SetAndObserveColorNodeID(color_node.GetID())
         display.AutoWindowLevelOff()
         display.SetWindowLevelMinMax(0.0, 1.0)
         display.SetInterpolate(True)
         if reference_volume_node is not None:
-            node.SetAndObserveTransformNodeID(reference_volume_node.GetTransformNodeID())
-    return node
+            volume_node.SetAndObserveTransformNodeID(reference_volume_node.GetTransformNodeID())
+    return volume_node
 
 
 def table_from_matrix(

@@ -207,3 +207,29 @@ def sample_case(name: str | None = None) -> SampleCase:
             return case
     available = ", ".join(c.sample_name for c in cases) or "none"
     raise MaskMedSlicerError(f"no bundled sample case {name!r}; available: {available}")
+
+
+def load_demo_phantom(scene, seed: int | None = None):
+    """Generate MaskMed's synthetic abdominal CT phantom and load it as a scalar volume.
+
+    Args:
+        scene: the ``vtkMRMLScene``.
+        seed: phantom seed; None: the demo's (``MaskMedCore.demo.DEMO_SEED``), a case no training used.
+
+    Returns:
+        ``(volume node, reference label image)``: the labels are a SimpleITK image (values as in
+        ``MaskMedCore.data.phantom.PHANTOM_LABELS``) on the volume's grid.
+    """
+    from MaskMedCore.data.phantom import generate_phantom
+    from MaskMedCore.demo import DEMO_SEED
+    from MaskMedSlicerLib.volume_io import update_volume_node_from_image
+
+    image, labels = generate_phantom(DEMO_SEED if seed is None else seed)
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName("MaskMed phantom CT"))
+    try:
+        update_volume_node_from_image(volume, image)
+        volume.CreateDefaultDisplayNodes()
+    except BaseException:
+        scene.RemoveNode(volume)
+        raise
+    return volume, labels

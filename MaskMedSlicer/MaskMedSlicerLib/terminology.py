@@ -2,13 +2,19 @@
 
 A Slicer segment carries its meaning in the ``TerminologyEntry`` tag, a string of seven ``~``-separated
 fields ``context~category~type~typeModifier~anatomicContext~region~regionModifier``, each code written
-``CodingScheme^CodeValue^CodeMeaning`` (empty code: ``^^``). The codes below are the SNOMED CT
-concepts that the DICOM master list and SlicerTotalSegmentator use for these structures.
+``CodingScheme^CodeValue^CodeMeaning`` (empty code: ``^^``). The codes, the display names
+(``3dSlicerLabel``) and the colours (``recommendedDisplayRGBValue``) below are those of Slicer's DICOM
+master list, ``Modules/Loadable/Terminologies/Resources/SegmentationCategoryTypeModifier-DICOM-Master.json``
+(for a paired structure such as the kidney, the name and colour are the laterality modifier's). This is
+what SlicerTotalSegmentator applies with "use standard segment names": the tag always, the name and the
+colour where the terminology has them.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+import slicer
 
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
@@ -27,21 +33,38 @@ EMPTY_CODE = Code("", "", "")
 ANATOMICAL_STRUCTURE = Code("SCT", "123037004", "Anatomical Structure")
 LEFT = Code("SCT", "7771000", "Left")
 RIGHT = Code("SCT", "24028007", "Right")
+KIDNEY = Code("SCT", "64033007", "Kidney")
 
 
 class TerminologyCodes(NamedTuple):
+    """One structure of the DICOM master list.
+
+    Attributes:
+        category, type, type_modifier: the codes of the terminology entry.
+        name: Slicer's display name for it (``3dSlicerLabel``).
+        color: Slicer's recommended display colour, RGB 0..255.
+    """
+
     category: Code
     type: Code
     type_modifier: Code = EMPTY_CODE
+    name: str = ""
+    color: tuple[int, int, int] | None = None
 
 
-#: Class name (as in dataset.json / the checkpoint) -> codes.
+#: Class name (as in dataset.json / the checkpoint) -> codes, Slicer name and colour.
 ORGAN_TERMINOLOGY: dict[str, TerminologyCodes] = {
-    "liver": TerminologyCodes(ANATOMICAL_STRUCTURE, Code("SCT", "10200004", "Liver")),
-    "spleen": TerminologyCodes(ANATOMICAL_STRUCTURE, Code("SCT", "78961009", "Spleen")),
-    "kidney_left": TerminologyCodes(ANATOMICAL_STRUCTURE, Code("SCT", "64033007", "Kidney"), LEFT),
-    "kidney_right": TerminologyCodes(ANATOMICAL_STRUCTURE, Code("SCT", "64033007", "Kidney"), RIGHT),
-    "aorta": TerminologyCodes(ANATOMICAL_STRUCTURE, Code("SCT", "15825003", "Aorta")),
+    "liver": TerminologyCodes(
+        ANATOMICAL_STRUCTURE, Code("SCT", "10200004", "Liver"), name="liver", color=(221, 130, 101)
+    ),
+    "spleen": TerminologyCodes(
+        ANATOMICAL_STRUCTURE, Code("SCT", "78961009", "Spleen"), name="spleen", color=(157, 108, 162)
+    ),
+    "kidney_left": TerminologyCodes(ANATOMICAL_STRUCTURE, KIDNEY, LEFT, name="left kidney", color=(185, 102, 83)),
+    "kidney_right": TerminologyCodes(ANATOMICAL_STRUCTURE, KIDNEY, RIGHT, name="right kidney", color=(185, 102, 83)),
+    "aorta": TerminologyCodes(
+        ANATOMICAL_STRUCTURE, Code("SCT", "15825003", "Aorta"), name="aorta", color=(224, 97, 76)
+    ),
 }
 
 
@@ -50,9 +73,14 @@ def normalise_name(name: str) -> str:
     return "_".join(name.strip().lower().replace("-", " ").split())
 
 
+def standard_term(name: str) -> TerminologyCodes | None:
+    """The master-list entry of a class name, or None when no mapping is known."""
+    return ORGAN_TERMINOLOGY.get(normalise_name(name))
+
+
 def terminology_entry(name: str) -> str | None:
     """The ``TerminologyEntry`` tag string for a class name, or None when no mapping is known."""
-    codes = ORGAN_TERMINOLOGY.get(normalise_name(name))
+    codes = standard_term(name)
     if codes is None:
         return None
     fields = (
@@ -65,3 +93,23 @@ def terminology_entry(name: str) -> str | None:
         str(EMPTY_CODE),
     )
     return "~".join(fields)
+
+
+def apply_standard_terminology(segment, class_name: str) -> bool:
+    """Tag a ``vtkSegment`` with its class's terminology and give it Slicer's standard name and colour.
+
+    The segment ID is not changed (MaskMed finds its segments by class name). Unknown classes are left
+    as they are.
+
+    Returns:
+        Whether the class has a standard term.
+    """
+    codes = standard_term(class_name)
+    if codes is None:
+        return False
+    segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), terminology_entry(class_name))
+    if codes.name:
+        segment.SetName(codes.name)
+    if codes.color is not None:
+        segment.SetColor(*(c / 255.0 for c in codes.color))
+    return True

@@ -140,10 +140,15 @@ def export_volume(volume_node, path: str | os.PathLike, compress: bool = True) -
     Raises:
         MaskMedSlicerError: bad node, unsupported ending, or the file cannot be written.
     """
+    return write_image(image_from_volume_node(volume_node), path, _node_label(volume_node), compress)
+
+
+def write_image(image, path: str | os.PathLike, what: str = "image", compress: bool = True) -> Path:
+    """Write a SimpleITK image to ``path`` atomically; errors name ``what`` and the file."""
     import SimpleITK as sitk
 
     path = Path(path)
-    image = image_from_volume_node(volume_node)
+    file_ending(path)
     if not path.parent.is_dir():
         raise MaskMedSlicerError(f"cannot write {path}: folder {path.parent} does not exist")
     try:
@@ -151,7 +156,7 @@ def export_volume(volume_node, path: str | os.PathLike, compress: bool = True) -
             sitk.WriteImage(image, str(tmp), useCompression=compress)
     except (RuntimeError, OSError) as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise MaskMedSlicerError(f"cannot write {_node_label(volume_node)} to {path}: {reason}") from None
+        raise MaskMedSlicerError(f"cannot write {what} to {path}: {reason}") from None
     return path
 
 

@@ -220,7 +220,7 @@ def test_extension_cmake_has_template_structure():
     assert sets["EXTENSION_CATEGORY"] == ["Segmentation"]
     text = _strip_comments(TOP_CMAKE.read_text(encoding="utf-8"))
     order = [
-        r"find_package\(\s*Slicer\s+REQUIRED\s*\)",
+        r"find_package\(\s*Slicer\s+\$\{MASKMED_MINIMUM_SLICER_VERSION\}\s+REQUIRED\s*\)",
         r"include\(\s*\$\{Slicer_USE_FILE\}\s*\)",
         r"add_subdirectory\(\s*MaskMedSlicer\s*\)",
         r"include\(\s*\$\{Slicer_EXTENSION_GENERATE_CONFIG\}\s*\)",
@@ -340,7 +340,9 @@ def test_ui_mrml_selectors_have_node_types_and_scene():
         props = {p.get("name"): p for p in combo.findall("property")}
         types = [s.text for s in props["nodeTypes"].iter("string")]
         name = combo.get("name")
-        expected = "vtkMRMLSegmentationNode" if name.startswith("output") else "vtkMRMLScalarVolumeNode"
+        expected = {"output": "vtkMRMLSegmentationNode", "inputROI": "vtkMRMLMarkupsROINode"}.get(
+            re.sub(r"(Segmentation|Volume\d|)Selector$", "", name), "vtkMRMLScalarVolumeNode"
+        )
         assert types == [expected], (name, types)
         assert name in connected, f"{name} does not get the scene (mrmlSceneChanged -> setMRMLScene)"
 
@@ -372,3 +374,31 @@ def test_one_input_selector_per_channel(channel):
     assert widgets[f"inputVolumeSelector{channel}"] == "qMRMLNodeComboBox"
     assert widgets[f"inputVolumeLabel{channel}"] == "QLabel"
     assert f"inputVolume{channel}" in _parameter_fields()
+
+
+# ------------------------------------------------------------------------------------- minimum Slicer version
+
+
+def test_minimum_slicer_version_is_stated_and_checked():
+    """Issue 15, defect 9: the extension says which Slicer it needs, and a too-old Slicer is refused clearly.
+
+    Slicer 5.10 is the first release whose Python is >= 3.10 (3.12.10; 5.8.x has 3.9.10). ``find_package``
+    with a version uses Slicer's ``SlicerConfigVersion.cmake``; the index entry's schema has no version field,
+    so README says which ExtensionsIndex branches the entry belongs in.
+    """
+    sets = _cmake_sets(TOP_CMAKE)
+    assert sets["MASKMED_MINIMUM_SLICER_VERSION"] == ["5.10"]
+    text = _strip_comments(TOP_CMAKE.read_text(encoding="utf-8"))
+    assert re.search(
+        r'if\(\s*Slicer_REQUIRED_PYTHON_VERSION\s+VERSION_LESS\s+"3\.10"\s*\)\s*message\(\s*FATAL_ERROR', text
+    )
+    module = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    constants = {
+        ast.unparse(n.targets[0]): ast.literal_eval(n.value)
+        for n in module.body
+        if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) in ("MIN_SLICER", "MIN_PYTHON")
+    }
+    assert constants == {"MIN_SLICER": "5.10", "MIN_PYTHON": (3, 10)}
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## 3D Slicer extension") :]
+    assert "Slicer 5.10 or newer" in section and "Python 3.10" in section

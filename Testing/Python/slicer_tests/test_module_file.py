@@ -3,15 +3,19 @@ keeps heavy imports and dialogs where they belong, never blocks the GUI on the n
 Slicer's camelCase. The icons are 128x128 PNGs.
 
 ``MaskMedSlicer.py`` imports ``qt``, ``ctk`` and the Slicer application, so it cannot be imported
-here; it is parsed with ``ast`` instead. Its behaviour inside Slicer is covered by its own
+here; it is parsed with ``ast`` instead, and small pure parts (the Python version check, the self-test's
+switch) are compiled from its source and run. Its behaviour inside Slicer is covered by its own
 ``MaskMedSlicerTest`` (registered with CTest by ``slicer_add_python_unittest``).
 """
 
 from __future__ import annotations
 
 import ast
+import logging
+import os
 import py_compile
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,16 +105,13 @@ def test_slicer_classes_and_bases():
                 "segment",
                 "queries",
                 "showQuery",
-                "startSegmentation",
-                "finishSegmentation",
-                "cancelSegmentation",
+                "clearInspection",
+                "cleanup",
                 "installDependencies",
-                "startTraining",
-                "startDatasetValidation",
                 "loadDemoPhantom",
             },
         ),
-        ("MaskMedSlicerTest", {"setUp", "runTest"}),
+        ("MaskMedSlicerTest", {"setUp", "runTest", "heavyTestsEnabled"}),
     ],
 )
 def test_expected_methods(cls, methods):
@@ -121,16 +122,73 @@ def test_expected_methods(cls, methods):
 def test_self_test_runs_its_test_methods():
     test = _classes()["MaskMedSlicerTest"]
     tests = {name for name in _methods(test) if name.startswith("test_")}
-    assert "test_MaskMedSlicerSegmentPhantom" in tests
+    assert {"test_MaskMedSlicerModuleLoads", "test_MaskMedSlicerLibrary", "test_MaskMedSlicerSegment"} <= tests
     called = {
         n.func.attr
         for n in ast.walk(_methods(test)["runTest"])
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
     }
     assert tests <= called, f"runTest does not call {sorted(tests - called)}"
-    body = _string_constants(test) + ast.unparse(test)
-    for needed in ("loadDemoPhantom", "logic.segment(", "arrayFromSegmentBinaryLabelmap", "class_probability_table"):
+    body = ast.unparse(test)
+    for needed in ("check_library_on_scene", "check_segmentation", "loadDemoPhantom", "logic.segment("):
         assert needed in body, f"the self-test does not use {needed}"
+
+
+class _RecordingTest:
+    """Stands in for Slicer's test harness around ``MaskMedSlicerTest.runTest`` (run from the module's source):
+    records which test methods run."""
+
+    def __init__(self, heavy_enabled) -> None:
+        self.calls = []
+        self.heavyTestsEnabled = heavy_enabled
+
+    def __getattr__(self, name):
+        if name == "setUp" or name.startswith("test_"):
+            return lambda: self.calls.append(name)
+        raise AttributeError(name)
+
+
+def _self_test_functions() -> dict:
+    """``runTest`` and ``heavyTestsEnabled`` of MaskMedSlicerTest, compiled from the module file."""
+    methods = _methods(_classes()["MaskMedSlicerTest"])
+    constants = [
+        n for n in _tree().body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "HEAVY_SELF_TEST_VARIABLE"
+    ]
+    functions = []
+    for name in ("runTest", "heavyTestsEnabled"):
+        function = methods[name]
+        function.decorator_list = []
+        functions.append(function)
+    namespace = {"os": os, "logging": logging}
+    exec(compile(ast.Module(body=[*constants, *functions], type_ignores=[]), str(MODULE_FILE), "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("value", [None, "", "0", "1"])
+def test_self_test_segments_and_downloads_only_when_enabled(monkeypatch, value):
+    """Issue 15, defect 5: by default the self-test needs no PyTorch and downloads nothing (TotalSegmentator and
+    MONAIAuto3DSeg keep their logic tests off the same way); MASKMED_SELF_TEST_SEGMENT=1 enables the rest."""
+    namespace = _self_test_functions()
+    variable = namespace["HEAVY_SELF_TEST_VARIABLE"]
+    assert variable == "MASKMED_SELF_TEST_SEGMENT"
+    if value is None:
+        monkeypatch.delenv(variable, raising=False)
+    else:
+        monkeypatch.setenv(variable, value)
+    recorder = _RecordingTest(namespace["heavyTestsEnabled"])
+    namespace["runTest"](recorder)
+    ran = [c for c in recorder.calls if c.startswith("test_")]
+    light = ["test_MaskMedSlicerModuleLoads", "test_MaskMedSlicerLibrary"]
+    assert ran == (light + ["test_MaskMedSlicerSegment"] if value == "1" else light)
+
+
+def test_only_the_enabled_self_test_installs_downloads_or_segments():
+    methods = _methods(_classes()["MaskMedSlicerTest"])
+    for name in ("test_MaskMedSlicerModuleLoads", "test_MaskMedSlicerLibrary"):
+        text = ast.unparse(methods[name])
+        for heavy in ("installDependencies", "SampleData", "downloadSample", ".segment(", "torch"):
+            assert heavy not in text, f"{name} (always run) uses {heavy}"
+    assert "installDependencies(confirm=None)" in ast.unparse(methods["test_MaskMedSlicerSegment"])
 
 
 def _module_assignments() -> dict[str, ast.AST]:
@@ -183,13 +241,15 @@ def test_only_light_imports_at_file_scope():
 
 def test_torch_comes_from_the_pytorch_extension_with_consent():
     source = MODULE_FILE.read_text(encoding="utf-8")
-    assert not re.search(r"pip_install\([^)]*torch", source), "never pip_install torch: use PyTorchUtils"
-    assert "PyTorchUtils.PyTorchUtilsLogic()" in source and "installTorch(" in source
-    assert "torchInstalled()" in source
-    install = _methods(_classes()["MaskMedSlicerLogic"])["installTorch"]
+    installer = (MODULE_FILE.parent / "MaskMedSlicerLib" / "installer.py").read_text(encoding="utf-8")
+    assert not re.search(r"pip_install\([^)]*torch", source + installer), "never pip_install torch: use PyTorchUtils"
+    assert "PyTorchUtils.PyTorchUtilsLogic()" in installer and "installTorch(" in installer
+    assert "torchInstalled()" in installer
+    install = next(n for n in ast.parse(installer).body if isinstance(n, ast.FunctionDef) and n.name == "install_torch")
     calls = [ast.unparse(n) for n in ast.walk(install) if isinstance(n, ast.Call)]
     assert any(c.startswith("confirm(") for c in calls), "torch is installed without asking"
-    assert "confirmOkCancelDisplay" in ast.unparse(_classes()["MaskMedSlicerWidget"])
+    widget = ast.unparse(_classes()["MaskMedSlicerWidget"])
+    assert "confirmOkCancelDisplay" in widget and "installDependencies(confirm=self.confirmInstall" in widget
 
 
 def test_logic_opens_no_dialogs():
@@ -199,21 +259,113 @@ def test_logic_opens_no_dialogs():
 
 
 def test_widget_never_waits_for_the_network():
-    """The widget starts work and polls it with a QTimer; it never calls the blocking segment or wait-forever calls."""
+    """The widget starts work and polls it with a QTimer; it never calls a blocking segment or wait."""
     widget = _classes()["MaskMedSlicerWidget"]
     calls = [n for n in ast.walk(widget) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
     names = {n.func.attr for n in calls}
-    assert "segment" not in names, "the widget calls the blocking segment(); use startSegmentation + polling"
-    assert "startSegmentation" in names and "finishSegmentation" in names and "startTraining" in names
+    assert not names & {"segment", "run", "wait"}, "the widget calls a blocking method"
     source = ast.unparse(widget)
     assert "qt.QTimer()" in source and re.search(r"connect\(['\"]timeout\(\)['\"]", source)
-    for call in calls:
-        if call.func.attr == "wait":  # only allowed on a process that already ended (no timeout needed)
-            assert not call.args and not call.keywords, ast.unparse(call)
-    for name, method in _methods(widget).items():
-        text = ast.unparse(method)
-        if ".wait()" in text:  # a process is only waited for once it is known to have ended
-            assert ".running" in text and text.index(".running") < text.index(".wait()"), name
+    for task in ("segmentTask", "trainingTask", "datasetCheck", "deviceProbe"):
+        assert f"logic.{task}.poll()" in ast.unparse(_methods(widget)["onPollTimer"]), task
+
+
+def test_one_segmentation_code_path():
+    """Issue 15, defect 7: the module file has no segmentation path of its own; panel and console both go
+    through MaskMedSlicerLib's SegmentTask (MaskMedLogic.start/finish_segmentation with their input checks)."""
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    for own_path in (
+        "build_predict_command",
+        "export_volume",
+        "MaskMedProcess",
+        "import_result",
+        "start_segmentation",
+        "finish_segmentation",
+        "mkdtemp",
+        "rmtree",
+    ):
+        assert own_path not in source, f"{MODULE_FILE.name} uses {own_path}: segment through MaskMedSlicerLib"
+    logic = _methods(_classes()["MaskMedSlicerLogic"])
+    assert not {"startSegmentation", "finishSegmentation", "cancelSegmentation"} & set(logic)
+    widget = _methods(_classes()["MaskMedSlicerWidget"])
+    assert "task.start(" in ast.unparse(widget["onApplyButton"]) and "segmentTask" in ast.unparse(
+        widget["onApplyButton"]
+    )
+    assert "self.segmentTask.run(" in ast.unparse(logic["segment"])
+    assert "SegmentTask(" in ast.unparse(logic["__init__"])
+
+
+def _self_calls(method: ast.FunctionDef) -> set[str]:
+    return {
+        n.func.attr
+        for n in ast.walk(method)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and ast.unparse(n.func.value) == "self"
+    }
+
+
+def _unguarded_parameter_node_uses(node: ast.AST, guarded: bool = False) -> list[str]:
+    """``self._parameterNode.x`` uses outside an ``if self._parameterNode`` (or ``if ... and self._parameterNode``)."""
+    found = []
+    if isinstance(node, ast.If) and "self._parameterNode" in ast.unparse(node.test):
+        for child in node.body:
+            found += _unguarded_parameter_node_uses(child, True)
+        for child in node.orelse:
+            found += _unguarded_parameter_node_uses(child, guarded)
+        return found
+    if isinstance(node, ast.IfExp) and "self._parameterNode" in ast.unparse(node.test):
+        return found
+    if isinstance(node, ast.Attribute) and ast.unparse(node.value) == "self._parameterNode" and not guarded:
+        found.append(ast.unparse(node))
+    for child in ast.iter_child_nodes(node):
+        found += _unguarded_parameter_node_uses(child, guarded)
+    return found
+
+
+def test_timer_path_never_needs_the_parameter_node():
+    """Issue 15, defect 6: exit() (module hidden) sets the parameter node to None while the timer keeps polling;
+    nothing the timer reaches may use it without checking it is there (the AttributeError of the issue)."""
+    widget = _methods(_classes()["MaskMedSlicerWidget"])
+    reached, todo = set(), ["onPollTimer"]
+    while todo:
+        name = todo.pop()
+        if name in reached or name not in widget:
+            continue
+        reached.add(name)
+        if name != "updateGuiState":  # returns at once without a parameter node (checked below)
+            todo += sorted(_self_calls(widget[name]))
+    bad = {name: _unguarded_parameter_node_uses(widget[name]) for name in reached - {"updateGuiState"}}
+    bad = {name: uses for name, uses in bad.items() if uses}
+    assert not bad, f"used by the timer without a parameter node check: {bad}"
+    assert {"onTrainingFinished", "onSegmentationFinished", "populateModelSelector"} <= reached
+    first = (
+        widget["updateGuiState"].body[1]
+        if ast.get_docstring(widget["updateGuiState"])
+        else widget["updateGuiState"].body[0]
+    )
+    assert ast.unparse(first) == "if not self._parameterNode:\n    return"
+
+
+def test_python_version_is_checked_when_the_module_loads():
+    """Issue 15, defect 9: an old Slicer (Python < 3.10) gets one clear message, and the file parses there."""
+    ast.parse(MODULE_FILE.read_text(encoding="utf-8"), feature_version=(3, 9))  # Slicer 5.8's Python 3.9 parses it
+    tree = _tree()
+    function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "checkPythonVersion")
+    constants = [
+        n for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) in ("MIN_PYTHON", "MIN_SLICER")
+    ]
+    namespace = {"sys": sys}
+    exec(compile(ast.Module(body=[*constants, function], type_ignores=[]), str(MODULE_FILE), "exec"), namespace)
+    check = namespace["checkPythonVersion"]
+    check((3, 10, 0))
+    check((3, 12, 10, "final", 0))
+    with pytest.raises(
+        RuntimeError,
+        match=r"needs Python 3\.10 or newer, but this Slicer runs Python 3\.9\.10:"
+        r" install 3D Slicer 5\.10 or newer",
+    ):
+        check((3, 9, 10, "final", 0))
+    init = _methods(_classes()["MaskMedSlicer"])["__init__"]
+    assert ast.unparse(init.body[0]) == "checkPythonVersion()", "the check must run first when Slicer loads the module"
 
 
 def _defined_names(tree: ast.AST):
@@ -253,17 +405,3 @@ def test_icons_are_128_pixel_pngs(path):
     assert image.GetNumberOfComponentsPerPixel() in (3, 4)
     pixels = sitk.GetArrayFromImage(image).reshape(-1, image.GetNumberOfComponentsPerPixel())
     assert len({tuple(p) for p in pixels[:, :3]}) > 50, "the icon is (nearly) blank"
-
-
-def test_validation_warnings_of_a_valid_dataset_are_listed():
-    """describeValidation is pure: run its source (the module itself needs Slicer's Qt) on CLI-shaped lines."""
-    method = _methods(_classes()["MaskMedSlicerLogic"])["describeValidation"]
-    method.decorator_list = []
-    namespace = {"_": lambda text: text}
-    exec(compile(ast.Module(body=[method], type_ignores=[]), "MaskMedSlicer.py", "exec"), namespace)
-    describe = namespace["describeValidation"]
-    warning = "warning: cases are stored in different orientations: 2 LPS (a, b); 1 RAS (c). ..."
-    status, listed = describe(0, [warning, "dataset X is valid: 3 case(s)"], "")
-    assert status == "dataset X is valid: 3 case(s)" and listed == [warning]
-    status, listed = describe(1, ["case a: bad; fix: this", "1 problem(s) in 1 of 3 case(s)"], "")
-    assert listed == ["case a: bad; fix: this"] and status.startswith("1 problem(s)")

@@ -84,9 +84,8 @@ def test_segment_phantom_with_demo_model(scene, demo_phantom, tmp_path):
 
     seg = result.segmentation_node
     segmentation = seg.GetSegmentation()
-    assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == (
-        PHANTOM_CLASSES
-    )
+    assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == PHANTOM_CLASSES
+    assert segmentation.GetSegment("kidney_left").GetName() == "left kidney"  # use_terminology: Slicer's name
     predicted = _export_labels(seg, ct, scene)
     liver_pred, liver_ref = predicted == 1, reference_labels == 1
     dice = 2 * (liver_pred & liver_ref).sum() / (liver_pred.sum() + liver_ref.sum())
@@ -97,12 +96,13 @@ def test_segment_phantom_with_demo_model(scene, demo_phantom, tmp_path):
     tiles = [e.fraction for e in events if e.kind == "tiles"]
     assert tiles and tiles == sorted(tiles) and tiles[-1] == 1.0
     assert events[-1].fraction == 1.0
-    # tables and the kept prediction folder; the exported input was deleted
+    # tables and compact query maps; no temporary file is left (inputs and prediction folder deleted)
     Q = len(result.queries.queries)
     assert result.summary_table.GetNumberOfRows() == Q
     assert result.class_probability_table.GetNumberOfColumns() == 1 + 6 + 1
-    assert result.output_dir.is_dir() and result.output_dir.parent == tmp_path
-    assert [p.name for p in tmp_path.iterdir()] == [result.output_dir.name]
+    assert list(tmp_path.iterdir()) == []
+    assert sorted(result.query_maps) == list(range(Q))
+    assert all(m.probabilities.dtype == np.uint8 for m in result.query_maps.values())
 
     # inspect the best liver query: overlay volume + thresholded segment
     liver = max((q for q in result.queries.queries if q["class_name"] == "liver"), key=lambda q: q["score"])
@@ -113,7 +113,7 @@ def test_segment_phantom_with_demo_model(scene, demo_phantom, tmp_path):
 
     before = node_count(scene)
     logic.cleanup(result, remove_nodes_too=True)
-    assert not result.output_dir.exists()
+    assert result.query_maps == {} and all(t.GetScene() is None for t in result.tables())
     assert node_count(scene) < before and seg.GetScene() is None
 
 
@@ -191,9 +191,9 @@ def test_non_blocking_halves(scene, training_run, small_phantom, tmp_path):
 
     result = logic.finish_segmentation(job)
     assert result.segmentation_node.GetSegmentation().GetNumberOfSegments() == 5
-    assert result.queries.query_maps == {}  # save_queries=False
+    assert result.query_maps == {}  # save_queries=False
     with pytest.raises(MaskMedSlicerError, match="save_queries=True"):
         logic.show_query(result, 0)
-    assert not job.input_dir.exists() and result.output_dir.exists()
+    assert not job.input_dir.exists() and not job.output_dir.exists()
     logic.cleanup(result, remove_nodes_too=True)
     assert node_count(scene) == before and list(tmp_path.iterdir()) == []

@@ -95,9 +95,7 @@ def test_skip_empty_custom_colours_and_terminology(scene, reference_and_file):
     reference, path = reference_and_file
     # one per foreground class; the last is the grey Slicer would treat as "unset"
     colors = [(0.1 * k, 0.5, 1.0 - 0.1 * k) for k in range(1, 6)]
-    seg = labelmap_file_to_segmentation(
-        path, reference, NAMES, scene, colors=colors, keep_empty=False, use_terminology=True, name="mine"
-    )
+    seg = labelmap_file_to_segmentation(path, reference, NAMES, scene, colors=colors, keep_empty=False, name="mine")
     segmentation = seg.GetSegmentation()
     assert seg.GetName() == "mine"
     assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == [
@@ -107,6 +105,10 @@ def test_skip_empty_custom_colours_and_terminology(scene, reference_and_file):
     ]
     np.testing.assert_allclose(segmentation.GetSegment("spleen").GetColor(), colors[1], atol=1e-6)
     np.testing.assert_allclose(segmentation.GetSegment("aorta").GetColor(), colors[4], atol=0.01)
+
+    # with terminology: tags, and the standard colours win over the given ones (see test_slicer_terminology.py)
+    seg = labelmap_file_to_segmentation(path, reference, NAMES, scene, colors=colors, use_terminology=True)
+    segmentation = seg.GetSegmentation()
     tag = slicer.vtkSegment.GetTerminologyEntryTagName()
     value = vtk.reference("")
     assert segmentation.GetSegment("liver").GetTag(tag, value)
