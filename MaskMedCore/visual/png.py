@@ -152,12 +152,17 @@ def write_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, encode_png(rgb))
 
 
-def colormap_viridis(values: np.ndarray) -> np.ndarray:
-    """Map values in [0, 1] (clipped; NaN -> 0) to viridis colours: (...) float -> (..., 3) uint8."""
+def viridis_rgb(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] (clipped; NaN -> 0) to viridis: (...) float -> (..., 3) float64 in 0..255."""
     t = np.nan_to_num(np.clip(np.asarray(values, np.float64), 0.0, 1.0), nan=0.0) * (len(_VIRIDIS) - 1)
     lo = np.minimum(np.floor(t).astype(int), len(_VIRIDIS) - 2)
     frac = (t - lo)[..., None]
-    return np.rint(_VIRIDIS[lo] * (1 - frac) + _VIRIDIS[lo + 1] * frac).astype(np.uint8)
+    return _VIRIDIS[lo] * (1 - frac) + _VIRIDIS[lo + 1] * frac
+
+
+def colormap_viridis(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] (clipped; NaN -> 0) to viridis colours: (...) float -> (..., 3) uint8."""
+    return np.rint(viridis_rgb(values)).astype(np.uint8)
 
 
 def label_colors(num_labels: int, names: Sequence[str] | None = None) -> np.ndarray:

@@ -13,24 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from MaskMedCore.visual.png import viridis_rgb
 from MaskMedSlicerLib.terminology import standard_term
 
 Color = tuple[float, float, float]
 
-_VIRIDIS_ANCHORS = np.array(
-    [
-        (68, 1, 84),
-        (71, 45, 123),
-        (59, 82, 139),
-        (44, 114, 142),
-        (33, 144, 140),
-        (39, 173, 129),
-        (93, 200, 99),
-        (170, 220, 50),
-        (253, 231, 37),
-    ],
-    np.float64,
-)
 _GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 
 
@@ -49,7 +36,4 @@ def default_label_colors(label_names: Sequence[str]) -> list[Color]:
 
 def viridis(values) -> np.ndarray:
     """Map values in [0, 1] (clipped; NaN -> 0) to viridis: (...) -> (..., 3) float64 RGB in 0..1."""
-    t = np.nan_to_num(np.clip(np.asarray(values, np.float64), 0.0, 1.0), nan=0.0) * (len(_VIRIDIS_ANCHORS) - 1)
-    lo = np.minimum(np.floor(t).astype(int), len(_VIRIDIS_ANCHORS) - 2)
-    frac = (t - lo)[..., None]
-    return (_VIRIDIS_ANCHORS[lo] * (1 - frac) + _VIRIDIS_ANCHORS[lo + 1] * frac) / 255.0
+    return viridis_rgb(values) / 255.0
