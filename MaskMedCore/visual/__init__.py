@@ -1,4 +1,4 @@
-"""Pictures: a dependency-free PNG writer, colour tables and small heatmaps/overlays (``png``), icons,
+"""Pictures: a dependency-free PNG writer and colour tables (``png``), icons,
 VTK renders (``render``), and readable matplotlib figures for the CLI (``figures``; matplotlib is the
 optional ``plot`` extra, imported only there)."""
 
@@ -7,10 +7,7 @@ from MaskMedCore.visual.png import (
     SLICER_ORGAN_COLORS,
     colormap_viridis,
     encode_png,
-    heatmap_png,
     label_colors,
-    overlay_png,
-    render_text,
     write_png,
 )
 
@@ -19,9 +16,6 @@ __all__ = [
     "SLICER_ORGAN_COLORS",
     "colormap_viridis",
     "encode_png",
-    "heatmap_png",
     "label_colors",
-    "overlay_png",
-    "render_text",
     "write_png",
 ]
