@@ -121,7 +121,10 @@ def test_markdown_card_is_rendered_from_the_json_card():
     [
         ({"colour": "red"}, r"unknown field\(s\) \['colour'\]"),
         ({"status": "done"}, r"status is 'done'; expected one of \['placeholder', 'final'\]"),
-        ({"status": "final"}, "status is 'final' but evaluation.dice has no number"),
+        (
+            {"status": "final", "evaluation": {"dice": {"anterior": None, "posterior": None}}},
+            "status is 'final' but evaluation.dice has no number",
+        ),
         ({"classes": []}, "classes must be a non-empty list"),
         ({"format_version": 2}, "expected 'maskmed-model-card'/1"),
         ({"evaluation": {"dice": {"anterior": 1.2, "posterior": None}}}, r"Dice score and must be in \[0, 1\]"),
@@ -134,6 +137,12 @@ def test_bad_cards_are_refused_naming_the_field(change, message):
     data = {**_card_json(), **change}
     with pytest.raises(ConfigError, match=message):
         card_from_dict(data, source="model_card.json", folder=HIPPOCAMPUS_DIR)
+
+
+def test_shipped_hippocampus_card_is_final():
+    """The committed checkpoint is the trained model, never the development placeholder."""
+    card = bundled_model("hippocampus").card
+    assert not card.is_placeholder and min(card.test_dice.values()) >= 0.85, card.test_dice
 
 
 def test_final_card_with_numbers_is_accepted():
