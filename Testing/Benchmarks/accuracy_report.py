@@ -29,7 +29,8 @@ def summarise(runs: list[dict], classes: list[str]) -> dict:
     vals = [r["mean_dice"] for r in ok if r["mean_dice"] is not None]
     out["mean_dice"] = [*bench_harness.mean_sd(vals), len(vals)]
     out["train_s"] = [*bench_harness.mean_sd([r["train_s"] for r in ok]), len(ok)]
-    out["train_cpu_s"] = [*bench_harness.mean_sd([r["train_cpu_s"] for r in ok]), len(ok)]
+    cpu = [r["train_cpu_s"] for r in ok if r.get("train_cpu_s") is not None]  # None: a resumed run
+    out["train_cpu_s"] = [*bench_harness.mean_sd(cpu), len(cpu)]
     out["predict_s"] = [*bench_harness.mean_sd([r.get("predict_s", math.nan) for r in ok]), len(ok)]
     for name in classes:  # HD95 (mm) and the spread over test cases, where the run measured them
         vals = [r["hd95"][name] for r in ok if r.get("hd95", {}).get(name) is not None]

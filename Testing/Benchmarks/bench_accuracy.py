@@ -224,8 +224,9 @@ def _train_one_seed(task: dict, row: str, seed: int, budget: dict, preprocessed_
     out = {
         **scores,
         "iterations": result.iterations_done,
-        "train_s": round(train_s, 2),
-        "train_cpu_s": round(train_cpu_s, 2),
+        # a resumed run's wall time is every piece's, from its train.log; its CPU time is only this piece's
+        "train_s": round(logged_train_seconds(run_dir / "train.log") if resume else train_s, 2),
+        "train_cpu_s": None if resume else round(train_cpu_s, 2),
         "resumed": resume,
         "predict_s": round(predict_s, 2),
         "checkpoint": which,
@@ -241,6 +242,20 @@ def _train_one_seed(task: dict, row: str, seed: int, budget: dict, preprocessed_
     }
     bench_harness.write_json_atomic(run_dir / "result.json", {"key": key, "result": out})
     return out
+
+
+def logged_train_seconds(log: Path) -> float:
+    """Training wall time over every piece of an interrupted and resumed run, from its ``train.log``:
+    each ``start`` event begins a piece whose clock restarts, so the pieces' last ``elapsed_seconds``
+    add up (the iterations an interruption threw away are not counted)."""
+    total, piece = 0.0, 0.0
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == "start":
+            total, piece = total + piece, 0.0
+        elif "elapsed_seconds" in event:
+            piece = float(event["elapsed_seconds"])
+    return total + piece
 
 
 def _read_json(path: Path) -> Any:
