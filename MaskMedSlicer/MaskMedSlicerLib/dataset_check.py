@@ -69,10 +69,8 @@ class DatasetCheck:
     def poll(self) -> TaskUpdate:
         if not self.running:
             return TaskUpdate()
-        ended = not self.process.running
-        if ended:
-            self.process.wait()
-        self._lines += stdout_lines(self.process.events())
+        events, ended = self.process.poll_events()
+        self._lines += stdout_lines(events)
         if not ended:
             return TaskUpdate()
         self.status, self.problems = describe_validation(

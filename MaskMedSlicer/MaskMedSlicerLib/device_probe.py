@@ -56,10 +56,8 @@ class DeviceProbe:
     def poll(self) -> TaskUpdate:
         if not self.running:
             return TaskUpdate()
-        ended = not self.process.running
-        if ended:
-            self.process.wait()
-        for event in self.process.events():
+        events, ended = self.process.poll_events()
+        for event in events:
             if event.kind == "message":
                 self.status = describe_devices(event.message)
         if not ended:

@@ -306,6 +306,17 @@ class MaskMedProcess:
             except queue.Empty:
                 return out
 
+    def poll_events(self) -> tuple[list[ProgressEvent], bool]:
+        """``(events, ended)`` for one GUI poll: the events read so far, and whether the child has ended.
+
+        ``ended`` is read first and an ended child is waited for before draining, so that the events of a
+        poll that reports the end include the child's last lines.
+        """
+        ended = not self.running
+        if ended:
+            self.wait()
+        return self.events(), ended
+
     @property
     def output_complete(self) -> bool:
         """Whether both output streams have been read to their end (every event is in the queue)."""

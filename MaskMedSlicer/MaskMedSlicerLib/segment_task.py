@@ -100,11 +100,8 @@ class SegmentTask:
         update = TaskUpdate()
         if self.state != RUNNING:
             return update
-        process = self.job.process
-        ended = not process.running
-        if ended:
-            process.wait()  # the child has ended: let the reader threads deliver its last lines
-        for event in process.events():
+        events, ended = self.job.process.poll_events()
+        for event in events:
             if event.kind == "tiles" and event.fraction is not None:
                 self.fraction = 0.05 + 0.9 * event.fraction
                 self.status = f"Segmenting: {event.message}"

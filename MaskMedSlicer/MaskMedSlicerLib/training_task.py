@@ -93,11 +93,9 @@ class TrainingTask:
         update = TaskUpdate()
         if not self.running:
             return update
-        ended = not self.process.running
-        if ended:
-            self.process.wait()
+        events, ended = self.process.poll_events()
         curve_changed = False
-        for event in self.process.events():
+        for event in events:
             if event.fraction is not None and event.kind in ("iteration", "epoch"):
                 self.fraction = event.fraction
             if event.kind in ("iteration", "epoch", "message") and self.state == RUNNING:
