@@ -80,9 +80,10 @@ class MaskMedSlicer(ScriptedLoadableModule):
             " the class of each mask. <b>Segment</b>: pick a model (the bundled demo model segments the"
             " liver, spleen, kidneys and aorta of MaskMed's synthetic CT phantom; the bundled hippocampus model"
             " segments the hippocampus in a T1 MRI crop, try it on the MaskMed sample in the Sample Data module;"
-            " add your own checkpoints or training runs), one volume per model channel, optionally an ROI to"
-            " segment inside, and press Segment. <b>Inspect</b>: every query's class, score and volume, its"
-            " probability map over the image, its class probabilities, and the query tables. <b>Train</b>:"
+            " add your own checkpoints or training runs, nnU-Net v2 result folders or nnU-Net model zips), one"
+            " volume per model channel, optionally an ROI to segment inside, and press Segment. <b>Inspect</b>:"
+            " every query's class, score and volume, its probability map over the image, its class probabilities,"
+            " and the query tables (nnU-Net models have no queries). <b>Train</b>:"
             " train a new model on an nnU-Net-style dataset folder and watch its loss and validation Dice.<br>"
             f'See the <a href="{README_URL}">documentation</a> and the paper'
             f' <a href="{PAPER_URL}">arXiv:2511.15603</a>.'
@@ -120,7 +121,7 @@ class MaskMedSlicerParameterNode:
 
     inputVolume0..3: one volume per model channel, in channel order (the panel shows as many as the model has).
     inputROI: segment only inside this markups ROI (None: the whole volume).
-    modelPath: checkpoint file or run folder ("" = the first bundled model).
+    modelPath: checkpoint file, run folder or nnU-Net result folder ("" = the first bundled model).
     device: auto (GPU when found), cuda or cpu.
     useTerminology: standard (SNOMED CT) names, colours and tags where known.
     saveQueries: keep per-query maps for the Inspect section.
@@ -185,6 +186,8 @@ class MaskMedSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         addModelMenu = qt.QMenu(self.ui.addModelButton)
         addModelMenu.addAction(_("Checkpoint file (.pt)…")).connect("triggered()", self.onAddCheckpointFile)
         addModelMenu.addAction(_("Training run folder…")).connect("triggered()", self.onAddRunFolder)
+        addModelMenu.addAction(_("nnU-Net result folder…")).connect("triggered()", self.onAddNnunetFolder)
+        addModelMenu.addAction(_("nnU-Net model zip…")).connect("triggered()", self.onAddNnunetZip)
         addModelMenu.addAction(_("Remove from list")).connect("triggered()", self.onRemoveModel)
         self.ui.addModelButton.setMenu(addModelMenu)
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
@@ -307,7 +310,7 @@ class MaskMedSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelSelector.setCurrentIndex(max(self.ui.modelSelector.findData(current), 0))
         self.ui.modelSelector.blockSignals(wasBlocked)
         if self.ui.modelSelector.count == 0:
-            self.ui.modelInfoLabel.text = _("No model: add a checkpoint or run folder (Add model…).")
+            self.ui.modelInfoLabel.text = _("No model: add a checkpoint, run folder or nnU-Net model (Add model…).")
         self.onModelSelected(self.ui.modelSelector.currentIndex)
 
     def selectedModelPath(self) -> str:
@@ -334,8 +337,11 @@ class MaskMedSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if len(names) > MAX_INPUT_CHANNELS:
             text += " " + _("Segment this model from the Python console (logic.segment([...])).")
         self.ui.modelInfoLabel.text = text
+        cardText = summary.tooltip if summary else ""
+        if cardText:  # the card read with the model (e.g. a checkpoint's classes): show it in the selector too
+            self.ui.modelSelector.setItemData(self.ui.modelSelector.currentIndex, cardText, qt.Qt.ToolTipRole)
         self.ui.modelInfoLabel.toolTip = (
-            self.ui.modelSelector.itemData(self.ui.modelSelector.currentIndex, qt.Qt.ToolTipRole) or ""
+            cardText or self.ui.modelSelector.itemData(self.ui.modelSelector.currentIndex, qt.Qt.ToolTipRole) or ""
         )
         self.updateGuiState()
 
@@ -346,6 +352,34 @@ class MaskMedSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onAddRunFolder(self) -> None:
         self.addModel(qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Add a training run folder")))
 
+    def onAddNnunetFolder(self) -> None:
+        path = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), _("Add an nnU-Net result folder (Trainer__Plans__configuration)")
+        )
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("This is not a usable nnU-Net result folder."), waitCursor=True):
+            self.selectModel(self.logic.addNnunetFolder(path))  # no PyTorch needed to read it
+
+    def onAddNnunetZip(self) -> None:
+        mainWindow = slicer.util.mainWindow()
+        zipPath = qt.QFileDialog.getOpenFileName(
+            mainWindow, _("Install an nnU-Net model zip"), "", _("nnU-Net model zip (*.zip)")
+        )
+        if not zipPath:
+            return
+        dialog = qt.QInputDialog(mainWindow)
+        dialog.setWindowTitle(_("Install an nnU-Net model zip"))
+        dialog.setLabelText(
+            _("SHA-256 checksum of the zip, if its publisher gives one (leave empty to install without the check):")
+        )
+        if not dialog.exec_():
+            return
+        with slicer.util.tryWithErrorDisplay(_("The nnU-Net model zip was not installed."), waitCursor=True):
+            installed = self.logic.installNnunetZip(zipPath, dialog.textValue().strip() or None)
+            self.selectModel(installed[0])
+            self.addLog([_("Installed nnU-Net model {path}").format(path=path) for path in installed])
+
     def addModel(self, path: str) -> None:
         if not path:
             return
@@ -353,9 +387,13 @@ class MaskMedSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ensureDependencies()
             self.logic.coreLogic.model_info(path)  # refuses files that are not MaskMed checkpoints
             self.logic.models.remember(path)
-            if self._parameterNode:
-                self._parameterNode.modelPath = path
-            self.populateModelSelector()
+            self.selectModel(path)
+
+    def selectModel(self, path: str) -> None:
+        """Select a model that was just added (and list it)."""
+        if self._parameterNode:
+            self._parameterNode.modelPath = path
+        self.populateModelSelector()
 
     def onRemoveModel(self) -> None:
         path = self.selectedModelPath()
@@ -486,6 +524,11 @@ class MaskMedSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------------------------ inspect
     def populateInspectGui(self, result) -> None:
+        self.ui.clearResultButton.enabled = True
+        if not result.has_queries:  # nnU-Net / point-wise head: say so instead of showing empty tables
+            self.ui.resultLabel.text = self.logic.segmentTask.inspection.message
+            self.setQueryWidgetsVisible(False)
+            return
         queries = result.queries.queries
         self.ui.resultLabel.text = _("{n} queries of '{name}'. Select a row to see its map.").format(
             n=len(queries), name=result.segmentation_node.GetName()
@@ -531,6 +574,8 @@ class MaskMedSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if result is None:
             return
         tableNode = getattr(result, INSPECT_TABLES[self.ui.inspectTableSelector.currentIndex]) or result.summary_table
+        if tableNode is None:  # a model without queries has no tables
+            return
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
         slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(tableNode.GetID())
         slicer.app.applicationLogic().PropagateTableSelection()
@@ -543,6 +588,19 @@ class MaskMedSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.queriesTable.setRowCount(0)
         self.ui.resultLabel.text = _("Segment a volume to inspect its queries.")
         self.ui.showTableButton.enabled = self.ui.clearResultButton.enabled = False
+        self.setQueryWidgetsVisible(True)
+
+    def setQueryWidgetsVisible(self, visible: bool) -> None:
+        """The per-query parts of the Inspect section (hidden for a model without queries)."""
+        for widget in (
+            self.ui.queriesTable,
+            self.ui.overlayOpacityLabel,
+            self.ui.overlayOpacitySlider,
+            self.ui.queryPlotFrame,
+            self.ui.inspectTableSelector,
+            self.ui.showTableButton,
+        ):
+            widget.setVisible(visible)
 
     # ------------------------------------------------------------------------------------ train
     def onDatasetPathChanged(self, path: str) -> None:
@@ -675,7 +733,8 @@ class MaskMedSlicerLogic(ScriptedLoadableModuleLogic):
 
         Args:
             volumeNode: a scalar volume node, or one per model channel.
-            model: checkpoint file, run folder or bundled model name ("phantom", "hippocampus"); None: demo.
+            model: checkpoint file, run folder, nnU-Net result folder or bundled model name ("phantom",
+                "hippocampus"); None: demo.
             roi: a markups ROI node to segment inside (clipped to the volume), or None.
             device, useTerminology, saveQueries, segmentationNode: as in the panel.
             progress: called with each log line.
@@ -704,6 +763,27 @@ class MaskMedSlicerLogic(ScriptedLoadableModuleLogic):
     def clearInspection(self) -> None:
         """Remove the last result's tables, overlay and query segment (its segmentation stays)."""
         self.segmentTask.clear_result()
+
+    def addNnunetFolder(self, path) -> str:
+        """Remember an nnU-Net v2 result folder (or the only one inside ``path``) as a model; returns its path."""
+        from MaskMedSlicerLib.nnunet_models import add_nnunet_folder
+
+        return add_nnunet_folder(path, self.models)
+
+    def installNnunetZip(self, zipPath, sha256=None) -> list:
+        """Verify and install an nnU-Net model zip into ``modelsFolder()``, remember its models; returns their paths.
+
+        Nothing is written unless every check passes (``sha256``: the zip's expected SHA-256, or None)."""
+        from MaskMedSlicerLib.nnunet_models import install_nnunet_zip_model
+
+        return install_nnunet_zip_model(zipPath, self.modelsFolder(), self.models, sha256)
+
+    @staticmethod
+    def modelsFolder() -> str:
+        """Where installed nnU-Net zips go: ``MaskMed/nnUNet_results`` beside Slicer's user settings file."""
+        from MaskMedSlicerLib.nnunet_models import user_models_folder
+
+        return str(user_models_folder(os.path.dirname(slicer.app.slicerUserSettingsFilePath)))
 
     @staticmethod
     def loadDemoPhantom(seed=None):

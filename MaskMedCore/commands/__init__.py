@@ -15,4 +15,5 @@ COMMAND_MODULES = (
     "predict",
     "demo",
     "models",
+    "install_model",
 )

@@ -21,7 +21,8 @@ def register(subparsers) -> None:
         "-m",
         "--model",
         required=True,
-        help="run folder (uses its best checkpoint), checkpoint file, or a bundled model's name (see 'maskmed models')",
+        help="run folder (uses its best checkpoint), checkpoint file, a bundled model's name (see 'maskmed models'), "
+        "or an nnU-Net v2 result folder (nnUNet_results/DatasetXXX/Trainer__Plans__configuration)",
     )
     p.add_argument(
         "-i",
@@ -32,7 +33,28 @@ def register(subparsers) -> None:
     )
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--device", default="auto", help="auto, cuda or cpu")
-    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="mirroring test-time augmentation (8x slower); nnU-Net models mirror over their checkpoint's allowed "
+        "axes (nnU-Net's own default is on: pass --tta to match nnUNetv2_predict)",
+    )
+    p.add_argument(
+        "--step-size",
+        type=float,
+        default=0.5,
+        help="sliding-window step as a fraction of the patch (nnU-Net's tile_step_size; default 0.5)",
+    )
+    p.add_argument(
+        "--folds",
+        nargs="+",
+        help="nnU-Net models: folds to ensemble, e.g. 0 1 2 3 4 or all (default: every trained numbered fold)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default="final",
+        help="nnU-Net models: final, best, latest or a checkpoint file name in fold_X (default final)",
+    )
     p.add_argument("--save-queries", action="store_true", help="write each query's mask probability map")
     p.add_argument("--save-embeddings", action="store_true", help="write class/mask embeddings (.npz)")
     p.add_argument("--output-format", help="file ending of the outputs (default: the input's), e.g. .nii.gz")
@@ -95,9 +117,27 @@ def run(args: argparse.Namespace) -> int:
     from MaskMedCore.bundled_models import resolve_model
     from MaskMedCore.engine.progress import ProgressReporter
     from MaskMedCore.inference.predictor import Predictor
+    from MaskMedCore.nnunet import is_nnunet_result_folder
 
+    if not 0 < args.step_size <= 1:
+        raise DataError(f"--step-size must be in (0, 1], got {args.step_size}")
     model = resolve_model(args.model)  # a path, or a bundled model's name such as "hippocampus"
-    predictor = Predictor.from_checkpoint(model, device=args.device, tta=args.tta, tile_batch_size=args.tile_batch)
+    if is_nnunet_result_folder(model):
+        predictor = Predictor.from_nnunet(
+            model,
+            device=args.device,
+            folds=args.folds,
+            checkpoint=args.checkpoint,
+            tta=args.tta,
+            step_size=args.step_size,
+            tile_batch_size=args.tile_batch,
+        )
+    else:
+        if args.folds:
+            raise DataError(f"--folds applies to nnU-Net result folders; {model} is a MaskMed model")
+        predictor = Predictor.from_checkpoint(
+            model, device=args.device, tta=args.tta, tile_batch_size=args.tile_batch, overlap=1.0 - args.step_size
+        )
     cases = group_cases(args.input, len(predictor.channel_names))
     out_dir = Path(args.output)
     try:

@@ -61,6 +61,28 @@ def register(subparsers) -> None:
         help="stop with a resumable checkpoint once PATH exists (checked after every iteration; exit 130); "
         "the file is removed when training ends",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="SRC",
+        help="start from a trained model instead of random weights: an nnU-Net v2 result folder "
+        "(Trainer__Plans__configuration) or a MaskMed run folder / checkpoint. Its encoder and decoder are loaded "
+        "(and whatever else fits); its spacing, patch and UNet topology are used; its labels must be the dataset's",
+    )
+    p.add_argument("--init-fold", metavar="F", help="nnU-Net fold to load with --init-from (default: the first)")
+    p.add_argument(
+        "--init-checkpoint",
+        choices=("final", "best"),
+        default="final",
+        help="checkpoint to load with --init-from: final (nnU-Net checkpoint_final.pth, MaskMed latest) or best",
+    )
+    p.add_argument(
+        "--freeze-backbone-iterations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --init-from: keep the loaded encoder and decoder fixed for the first N iterations (the new head "
+        "and bridge learn on its features first), then train everything",
+    )
     p.add_argument("--preprocessed", help="plan/preprocessed cache folder (default: under ~/.cache/maskmed)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model config field (ablations)")
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
@@ -90,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--epochs {args.epochs} and --time-budget {args.time_budget:g} both set the schedule's length; give one"
         )
+    if args.init_fold is not None and not args.init_from:
+        raise ConfigError(f"--init-fold {args.init_fold} needs --init-from (the nnU-Net model to load the fold of)")
     fold = parse_fold(args.fold)
     num_folds = 5
     if args.splits:  # --fold indexes the file, so its length is the number of folds
@@ -118,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         time_budget_minutes=args.time_budget,
         configuration=args.configuration,
+        init_from=args.init_from,
+        init_fold=args.init_fold,
+        init_checkpoint=args.init_checkpoint,
+        freeze_backbone_iterations=args.freeze_backbone_iterations,
     )
     semantic = RECIPES[args.recipe].semantic_weight if args.semantic_weight is None else args.semantic_weight
     result = train(

@@ -23,6 +23,7 @@ DEVICES = ("auto", "cuda", "cpu")
 OPTIMIZERS = ("sgd", "adamw")
 VALIDATIONS = ("patches", "cases")
 CONFIGURATIONS = ("auto", "3d_fullres", "3d_cpu")
+INIT_CHECKPOINTS = ("final", "best")
 ALL_FOLDS = "all"
 
 
@@ -74,6 +75,18 @@ class TrainingConfig(JsonConfig):
     configuration: the plan to train with: ``3d_fullres`` (``plan.json``), ``3d_cpu`` (``plan_cpu.json``,
         a smaller patch, ``data/planner.py``) or ``auto`` (``3d_cpu`` when the device is the CPU,
         ``3d_fullres`` otherwise). The run's saved config holds the resolved name.
+    init_from: start the encoder and decoder (and whatever else fits) from a trained model instead of
+        random weights: an nnU-Net v2 result folder (``Trainer__Plans__configuration``) or a MaskMed run
+        folder / checkpoint (``engine/init_from.py``). Its plan's spacing, patch, batch and UNet topology
+        replace the dataset's; its labels must be the dataset's. Used only when a run starts: the field
+        stays in the run's config as the record of where it started, and ``resume`` never re-initialises.
+    init_fold: the nnU-Net fold whose checkpoint ``init_from`` loads (``None``: the folder's first fold).
+    init_checkpoint: ``final`` (nnU-Net's ``checkpoint_final.pth``, a MaskMed run's latest checkpoint) or
+        ``best``.
+    freeze_backbone_iterations: keep the encoder and decoder fixed (no gradients, not stepped) for this
+        many iterations from the run's start, so the new head (and bridge) first learn on the pretrained
+        features; they train with everything else from then on (``engine/backbone_freeze.py``). Needs
+        ``init_from``.
     """
 
     config_name: ClassVar[str] = "training config"
@@ -109,6 +122,10 @@ class TrainingConfig(JsonConfig):
     channels_last: bool = True
     time_budget_minutes: float | None = None
     configuration: str = "auto"
+    init_from: str | None = None
+    init_fold: str | None = None
+    init_checkpoint: str = "final"
+    freeze_backbone_iterations: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.fold, str) and self.fold.strip().lower() == ALL_FOLDS:
@@ -125,6 +142,19 @@ class TrainingConfig(JsonConfig):
         check_choice("device", self.device, DEVICES)
         check_choice("validation", self.validation, VALIDATIONS)
         check_choice("configuration", self.configuration, CONFIGURATIONS)
+        check_choice("init_checkpoint", self.init_checkpoint, INIT_CHECKPOINTS)
+        if self.init_fold is not None:
+            object.__setattr__(self, "init_fold", str(self.init_fold))
+        if isinstance(self.freeze_backbone_iterations, bool) or not isinstance(self.freeze_backbone_iterations, int):
+            raise ConfigError(f"freeze_backbone_iterations must be an integer, got {self.freeze_backbone_iterations!r}")
+        if self.freeze_backbone_iterations < 0:
+            raise ConfigError(f"freeze_backbone_iterations must be >= 0, got {self.freeze_backbone_iterations}")
+        if self.freeze_backbone_iterations and not self.init_from:
+            raise ConfigError(
+                f"freeze_backbone_iterations is {self.freeze_backbone_iterations} but init_from is not set: freezing "
+                "a randomly initialised encoder/decoder would train the head on random features; give init_from "
+                "(--init-from) or set it to 0"
+            )
         if self.warmup_iterations < 0:
             raise ConfigError(f"warmup_iterations must be >= 0, got {self.warmup_iterations}")
         for name in ("epochs", "iterations_per_epoch", "val_iterations", "val_every", "num_folds"):

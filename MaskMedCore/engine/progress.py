@@ -5,6 +5,8 @@ JSON mode prints one object per line on stdout, each with an ``event`` key:
 - ``{"event": "start", "total_iterations": ..., "start_iteration": ...}``
 - ``{"event": "estimate", "seconds_per_iteration": ..., "iterations": ..., "estimated_seconds": ..., ...}``
   (the run's duration estimated before its first step, ``engine/time_estimate.py``)
+- ``{"event": "init", "source": ..., "loaded": n, "loaded_parameters": ..., "new": n, "skipped": {...}, ...}``
+  (a run started from a pretrained model, ``--init-from``; ``engine/init_weights.py``)
 - ``{"event": "iteration", "epoch": e, "iteration": i, "loss": ..., "terms": {...}, "lr": ..., "eta_seconds": ...}``
   (at most one per ``json_interval`` seconds, plus the last of each epoch)
 - ``{"event": "epoch", "epoch": e, "iteration": i, "train_loss": ..., "val_dice": {name: d} | null,
@@ -266,6 +268,14 @@ class ProgressReporter:
         elif self.mode == "none":
             print(text, file=sys.stderr)
         self._emit({"event": "estimate", **fields})
+
+    def init(self, text: str, **fields: Any) -> None:
+        """What ``--init-from`` loaded: ``text`` for people, ``fields`` for the ``init`` event."""
+        if self._bar is not None:
+            self._bar.write(text)
+        elif self.mode == "none":
+            print(text, file=sys.stderr)
+        self._emit({"event": "init", **fields})
 
     def message(self, text: str) -> None:
         if self._bar is not None:

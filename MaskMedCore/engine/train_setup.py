@@ -35,6 +35,7 @@ def prepare_plan(
     workers: int = 2,
     progress: bool = True,
     configuration: str = "3d_fullres",
+    target_spacing: tuple[float, float, float] | None = None,
 ) -> tuple[PlanConfig, Path, list[str]]:
     """Load (or on first use compute) the plan and the preprocessed cache; returns (plan, folder, case ids).
 
@@ -42,6 +43,8 @@ def prepare_plan(
         configuration: ``3d_fullres`` (``plan.json``) or ``3d_cpu`` (``plan_cpu.json``, derived from
             ``plan.json`` with ``planner.cpu_plan`` where absent). Both share the preprocessed cases,
             which are always made with ``plan.json``.
+        target_spacing: (D, H, W) mm to plan a *new* cache at instead of the median-spacing rule (the
+            spacing of an ``--init-from`` model); an existing plan is kept as it is (the caller checks it).
 
     Only rank 0 plans and preprocesses; the other ranks wait at a barrier and then read.
     """
@@ -67,7 +70,7 @@ def prepare_plan(
             folder.mkdir(parents=True, exist_ok=True)
             fingerprint = compute_fingerprint(dataset, workers=workers)
             atomic_write_text(folder / "fingerprint.json", json.dumps(fingerprint, indent=2) + "\n")
-            plan = plan_dataset(dataset, fingerprint, patch_size=patch_size)
+            plan = plan_dataset(dataset, fingerprint, patch_size=patch_size, target_spacing=target_spacing)
         preprocess_dataset(dataset, plan, folder, workers=workers, progress=progress)
         cpu_path = folder / PLAN_FILES["3d_cpu"]
         if fresh or (configuration == "3d_cpu" and not cpu_path.is_file()):  # a new plan.json makes it stale

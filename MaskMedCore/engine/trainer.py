@@ -7,7 +7,9 @@ pseudo-Dice every few epochs with the best checkpoint chosen on its moving avera
 ``checkpoint_latest.pt`` (every epoch, and on stop) and ``checkpoint_best.pt``; resumable at any
 iteration; DDP when launched by ``torchrun``. Before the first step the schedule's duration is
 estimated from a few timed steps and reported; it sets the epochs of a time budget and refuses an
-unsized CPU run that would not finish (``time_estimate.py``).
+unsized CPU run that would not finish (``time_estimate.py``). A run can start from a pretrained
+nnU-Net or MaskMed model (``init_from.py``, ``init_weights.py``) with its encoder and decoder frozen
+for the first iterations (``backbone_freeze.py``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import torch
 from MaskMedCore.config.loss_config import LossConfig
 from MaskMedCore.config.recipes import get_recipe
 from MaskMedCore.config.training_config import TrainingConfig
+from MaskMedCore.engine.backbone_freeze import BackboneFreeze
 from MaskMedCore.engine.checkpoint import load_checkpoint, save_checkpoint
 from MaskMedCore.engine.distributed import DistributedContext, init_distributed, shutdown_distributed
+from MaskMedCore.engine.init_weights import InitReport
 from MaskMedCore.engine.lr_schedule import PerGroupPolyLR
 from MaskMedCore.engine.progress import ProgressReporter
 from MaskMedCore.engine.pseudo_dice import PseudoDice
@@ -56,6 +60,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     estimate: ScheduleEstimate | None = None  # the duration estimated before the first step
     config: TrainingConfig | None = None  # the recipe as run (configuration and time-budget epochs resolved)
+    init_report: InitReport | None = None  # what --init-from loaded (None: from scratch, or a resumed run)
 
 
 def resolve_configuration(name: str, device: torch.device) -> str:
@@ -126,7 +131,9 @@ def train(
         dataset_dir: nnU-Net v2 or MSD raw dataset.
         run_dir: output folder (created; an existing run is only continued with ``resume``).
         config: training recipe (on resume, the run's saved recipe is used; only ``device``,
-            ``num_workers`` and ``max_minutes`` may change).
+            ``num_workers`` and ``max_minutes`` may change). With ``config.init_from`` the run starts from
+            that model's weights, plan topology and patch (``engine/init_from.py``); ``patch_size`` and
+            ``model_overrides`` must then agree with it.
         preprocessed_dir: cache folder of the plan and preprocessed cases (default: per dataset under
             ``~/.cache/maskmed``).
         patch_size: plan this patch instead of the automatic one (first planning only).
@@ -156,6 +163,8 @@ def train(
     run_dir = Path(run_dir)
     latest_path = run_dir / LATEST
     checkpoint = None
+    if config.init_from:  # recorded as an absolute path: the run's record must not depend on the working folder
+        config = config.replace(init_from=str(Path(config.init_from).expanduser().resolve()))
     if resume:
         if not latest_path.is_file():
             raise CheckpointError(f"cannot resume: {latest_path} does not exist")
@@ -163,6 +172,12 @@ def train(
         saved = TrainingConfig.from_json(checkpoint.training_config_json, source=f"{latest_path}: training_config")
         if "configuration" not in json.loads(checkpoint.training_config_json):
             saved = saved.replace(configuration="3d_fullres")  # runs from before plan_cpu.json trained on plan.json
+        if config.init_from and config.init_from != saved.init_from:
+            raise ConfigError(
+                f"--init-from {config.init_from} differs from the source this run started from "
+                f"({saved.init_from or 'none: it started from scratch'}); a resumed run continues from its own "
+                "checkpoint: drop --init-from, or start a new run with another --out"
+            )
         config = saved.replace(device=config.device, num_workers=config.num_workers, max_minutes=config.max_minutes)
         loss_config = checkpoint.loss_config
     elif latest_path.exists():
@@ -212,15 +227,33 @@ def _run(
     cpu_limit_hours,
     stop_file,
 ) -> TrainResult:
+    from MaskMedCore.data.planner import PLAN_FILES
+    from MaskMedCore.engine import init_from
+    from MaskMedCore.engine.init_weights import initial_state
     from MaskMedCore.losses.build import build_criterion
     from MaskMedCore.models.build import build_model
 
     # Nothing is written into the run folder before the run is known to go ahead (dataset read and
     # planned, split checked, duration estimated): bad input or a refused run leaves nothing behind.
     config = config.replace(configuration=resolve_configuration(config.configuration, device))
+    source = None
+    if checkpoint is None and config.init_from:  # a resumed run never reads its source again
+        source = init_from.read_init_source(config.init_from, config.init_fold, config.init_checkpoint)
+        init_from.check_patch_option(source, patch_size)
+        config, patch_size = config.replace(init_fold=source.fold), None
     plan, folder, case_ids = prepare_plan(
-        Path(dataset_dir), preprocessed_dir, ctx, patch_size, progress=ctx.is_main, configuration=config.configuration
+        Path(dataset_dir),
+        preprocessed_dir,
+        ctx,
+        patch_size,
+        progress=ctx.is_main,
+        configuration=config.configuration,
+        target_spacing=None if source is None else source.target_spacing,
     )
+    if source is not None:
+        plan = init_from.plan_for_source(plan, source, folder / PLAN_FILES[config.configuration])
+    elif checkpoint is not None and config.init_from:  # the source's patch and topology, as saved
+        plan = init_from.with_topology_of(plan, checkpoint.plan)
     if checkpoint is not None and checkpoint.plan != plan:
         raise CheckpointError(
             f"the dataset's plan in {folder} differs from the plan this run was trained with; "
@@ -230,7 +263,12 @@ def _run(
         config = config_for_splits(config, splits_file)
     folds, train_ids, val_ids = choose_split(case_ids, run_dir, config, splits_file, resume=checkpoint is not None)
     train_cases, val_cases = load_cases(folder, train_ids), load_cases(folder, val_ids)
-    model_cfg = checkpoint.model_config if checkpoint else plan.model_config(config.preset, **(model_overrides or {}))
+    if checkpoint is not None:
+        model_cfg = checkpoint.model_config
+    elif source is not None:
+        model_cfg = init_from.model_config_for_source(plan, config.preset, model_overrides, source)
+    else:
+        model_cfg = plan.model_config(config.preset, **(model_overrides or {}))
     batch_size = config.batch_size or plan.batch_size
 
     torch.manual_seed(config.seed)
@@ -238,6 +276,11 @@ def _run(
     model = build_model(model_cfg).to(device, memory_format=memory_format)
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model_state)
+    init_report = None
+    if source is not None:
+        state_dict, init_report = initial_state(model.state_dict(), source.state, source.description, model_cfg.head)
+        model.load_state_dict(state_dict)
+        source = state_dict = None  # the source's tensors are copied into the model; free them
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     criterion = build_criterion(model_cfg, loss_config, reduce_num_masks=ctx.all_reduce_mean if ctx.enabled else None)
@@ -265,14 +308,20 @@ def _run(
         cpu_limit_hours=cpu_limit_hours,
         announce=ctx.is_main and progress_mode == "bar",
     )
-    optimizer = build_optimizer(model, config)
+    optimizer = build_optimizer(model, config)  # every parameter, frozen or not (backbone_freeze.py)
     scheduler = PerGroupPolyLR(optimizer, config.initial_lr, config.epochs, config.poly_exponent)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    net = (
-        torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if ctx.enabled
-        else model
-    )  # noqa: E501
+    freeze = BackboneFreeze(model, config.freeze_backbone_iterations)
+    freeze.update(state["iteration"])  # before wrapping: DDP synchronises what requires gradients when built
+
+    def wrap() -> torch.nn.Module:
+        if not ctx.enabled:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    net = wrap()
 
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -328,6 +377,13 @@ def _run(
             device=device.type, configuration=config.configuration, time_budget_minutes=config.time_budget_minutes
         ),
     )
+    if init_report is not None:
+        reporter.init(init_report.summary(), **init_report.event())
+    if freeze.frozen:
+        reporter.message(
+            f"encoder and decoder frozen until iteration {config.freeze_backbone_iterations} "
+            f"(--freeze-backbone-iterations); training the rest from iteration {state['iteration']}"
+        )
     loader = _make_loader(sampler, config, ctx, state)
     start = time.monotonic()
     stopped = False
@@ -343,6 +399,9 @@ def _run(
                 while state["epoch_iteration"] < config.iterations_per_epoch:
                     if state["iteration"] <= config.warmup_iterations:  # the last call restores the poly LR
                         _warm_up(optimizer, scheduler, epoch, state["iteration"], config.warmup_iterations)
+                    if freeze.update(state["iteration"]):
+                        net = wrap()
+                        reporter.message(f"encoder and decoder unfrozen after {state['iteration']} iterations")
                     loss, terms = train_step(
                         net,
                         criterion,
@@ -414,6 +473,7 @@ def _run(
         state["history"],
         estimate,
         config,
+        init_report,
     )
 
 

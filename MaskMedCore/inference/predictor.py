@@ -68,10 +68,12 @@ class Prediction:
     extra: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
+        """``<case>_summary.json``; ``extra`` adds keys (e.g. ``model`` for nnU-Net models, which have no queries)."""
         return {
             "label_names": self.label_names,
             "class_volumes_ml": self.class_volumes_ml,
             "queries": [q.to_dict() for q in self.queries],
+            **self.extra,
         }
 
     def write(
@@ -110,6 +112,27 @@ class Prediction:
         return written
 
 
+def read_case_channels(image: ImageInput | Sequence[ImageInput], channel_names: Sequence[str]) -> list[sitk.Image]:
+    """One case's channels (a SimpleITK image, a path, or one per channel), checked against the model's
+    ``channel_names``: the right count, 3D, one voxel grid."""
+    from MaskMedCore.data.image_io import read_image
+
+    items = list(image) if isinstance(image, (list, tuple)) else [image]
+    channels = [item if isinstance(item, sitk.Image) else read_image(item) for item in items]
+    expected = len(channel_names)
+    if len(channels) != expected:
+        raise DataError(f"this model expects {expected} input channel(s) {list(channel_names)}, got {len(channels)}")
+    for i, ch in enumerate(channels):
+        if ch.GetDimension() != 3:
+            raise DataError(f"input channel {i} is {ch.GetDimension()}D; expected a 3D image")
+    ref = channels[0]
+    for i, ch in enumerate(channels[1:], start=1):
+        same = ch.GetSize() == ref.GetSize() and np.allclose(ch.GetSpacing(), ref.GetSpacing(), rtol=1e-3)
+        if not same or not np.allclose(ch.GetOrigin(), ref.GetOrigin(), atol=1e-2):
+            raise DataError(f"input channel {i} ({channel_names[i]}) does not share channel 0's geometry")
+    return channels
+
+
 class Predictor:
     """Args:
     checkpoint: a loaded checkpoint.
@@ -146,6 +169,14 @@ class Predictor:
         self.tta = tta
 
     @classmethod
+    def from_nnunet(cls, folder: str | os.PathLike, device: str | torch.device = "auto", **kwargs):
+        """An nnU-Net v2 result folder, run as nnU-Net runs it (see ``MaskMedCore.nnunet.predictor``);
+        ``kwargs``: ``folds``, ``checkpoint``, ``tta``, ``step_size``, ``tile_batch_size``."""
+        from MaskMedCore.nnunet.predictor import NnUNetModelPredictor
+
+        return NnUNetModelPredictor(folder, device=device, **kwargs)
+
+    @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto", **kwargs) -> Predictor:
         """From a checkpoint file or a run folder (its best checkpoint)."""
         return cls(load_checkpoint(path), device, **kwargs)
@@ -159,24 +190,7 @@ class Predictor:
         return self.plan.channel_names
 
     def read_channels(self, image: ImageInput | Sequence[ImageInput]) -> list[sitk.Image]:
-        from MaskMedCore.data.image_io import read_image
-
-        items = list(image) if isinstance(image, (list, tuple)) else [image]
-        channels = [item if isinstance(item, sitk.Image) else read_image(item) for item in items]
-        expected = len(self.channel_names)
-        if len(channels) != expected:
-            raise DataError(
-                f"this model expects {expected} input channel(s) {list(self.channel_names)}, got {len(channels)}"
-            )
-        for i, ch in enumerate(channels):
-            if ch.GetDimension() != 3:
-                raise DataError(f"input channel {i} is {ch.GetDimension()}D; expected a 3D image")
-        ref = channels[0]
-        for i, ch in enumerate(channels[1:], start=1):
-            same = ch.GetSize() == ref.GetSize() and np.allclose(ch.GetSpacing(), ref.GetSpacing(), rtol=1e-3)
-            if not same or not np.allclose(ch.GetOrigin(), ref.GetOrigin(), atol=1e-2):
-                raise DataError(f"input channel {i} ({self.channel_names[i]}) does not share channel 0's geometry")
-        return channels
+        return read_case_channels(image, self.channel_names)
 
     def predict(
         self,

@@ -225,6 +225,8 @@ def sliding_window_predict(
     accumulate_dtype: torch.dtype = torch.float32,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    importance_map: Tensor | None = None,
+    center_padding: bool = False,
 ) -> Tensor:
     """Predict a whole volume tile by tile and blend the tiles with Gaussian weights.
 
@@ -256,6 +258,10 @@ def sliding_window_predict(
         accumulate_dtype: their dtype (default float32).
         progress: called as ``progress(done_tiles, total_tiles)`` after every tile batch.
         cancel: checked before every tile batch; returning True stops with ``InferenceCancelled``.
+        importance_map: (d, h, w) tile weights to use instead of ``gaussian_sigma_scale``'s map
+            (e.g. nnU-Net's own, for models trained by nnU-Net).
+        center_padding: pad inputs smaller than the patch on both sides (nnU-Net's ``pad_nd_image``)
+            instead of at the end; the network sees the same tile as in nnU-Net.
 
     Returns:
         (K, D, H, W) Gaussian-weighted average of the tile predictions, ``accumulate_dtype`` on
@@ -278,14 +284,20 @@ def sliding_window_predict(
     acc_device = torch.device(accumulate_device) if accumulate_device is not None else torch.device("cpu")
 
     C, D, H, W = image.shape
-    # Zero-pad at the end of every axis shorter than the patch; cropped back at the end.
+    # Zero-pad every axis shorter than the patch (at the end, or centred); cropped back at the end.
     pad = [max(0, p - s) for s, p in zip((D, H, W), patch)]
+    before = [p // 2 for p in pad] if center_padding else [0, 0, 0]
     if any(pad):
-        image = F.pad(image, (0, pad[2], 0, pad[1], 0, pad[0]))  # F.pad lists the last axis first
+        after = [p - b for p, b in zip(pad, before)]
+        image = F.pad(image, (before[2], after[2], before[1], after[1], before[0], after[0]))  # last axis first
     padded = tuple(image.shape[1:])
     tiles = tile_positions(padded, patch, overlap)
 
-    if gaussian_sigma_scale is None:
+    if importance_map is not None:
+        if tuple(importance_map.shape) != patch:
+            raise ValueError(f"importance_map has shape {tuple(importance_map.shape)}, expected the patch {patch}")
+        weight = importance_map.to(device=acc_device, dtype=accumulate_dtype).clone()
+    elif gaussian_sigma_scale is None:
         weight = torch.ones(patch, device=acc_device, dtype=accumulate_dtype)
     else:
         weight = gaussian_importance_map(patch, gaussian_sigma_scale, acc_device, accumulate_dtype)
@@ -318,5 +330,5 @@ def sliding_window_predict(
     assert result is not None and bool((weight_sum > 0).all()), "tiles must cover every voxel"
     result.div_(weight_sum)
     if any(pad):
-        result = result[:, :D, :H, :W].contiguous()
+        result = result[:, before[0] : before[0] + D, before[1] : before[1] + H, before[2] : before[2] + W].contiguous()
     return result

@@ -7,7 +7,9 @@ that touches MRML takes the ``vtkMRMLScene`` (or a node in it) explicitly.
 One concept per module: ``logic`` (segment, training start), ``segment_task`` / ``training_task`` /
 ``dataset_check`` / ``device_probe`` (the panel's background tasks), ``results`` and ``query_maps`` (what a
 run leaves), ``inspection`` (the Inspect section's nodes), ``roi`` (segmenting inside an ROI),
-``model_list`` (the model selector), ``segmentation_io`` / ``volume_io`` / ``query_views`` /
+``model_list`` (the model selector), ``model_info`` / ``models`` / ``nnunet_models`` (reading, finding and
+installing MaskMed checkpoints and nnU-Net v2 result folders), ``model_cards`` (what each listed model is),
+``segmentation_io`` / ``volume_io`` / ``query_views`` /
 ``training_views`` (MRML in and out), ``terminology`` and ``colors``, ``process`` (child processes).
 """
 
@@ -18,8 +20,15 @@ from MaskMedSlicerLib.device_probe import DeviceProbe
 from MaskMedSlicerLib.errors import MaskMedSlicerError, SegmentationCancelled
 from MaskMedSlicerLib.inspection import Inspection
 from MaskMedSlicerLib.logic import MaskMedLogic
+from MaskMedSlicerLib.model_cards import ModelCardInfo, model_card_info
 from MaskMedSlicerLib.model_list import ModelList
-from MaskMedSlicerLib.models import ModelInfo, bundled_demo_model, checkpoint_info, find_models
+from MaskMedSlicerLib.models import ModelInfo, bundled_demo_model, checkpoint_info, find_models, read_model_info
+from MaskMedSlicerLib.nnunet_models import (
+    install_nnunet_zip_model,
+    nnunet_info,
+    resolve_nnunet_folder,
+    user_models_folder,
+)
 from MaskMedSlicerLib.process import (
     MaskMedProcess,
     build_predict_command,
@@ -31,6 +40,7 @@ from MaskMedSlicerLib.process import (
 from MaskMedSlicerLib.progress import ProgressEvent, ProgressParser, TrainingCurve, parse_progress_line
 from MaskMedSlicerLib.query_maps import QueryMap, compact_query_map
 from MaskMedSlicerLib.query_views import (
+    NO_QUERIES_MESSAGE,
     QueryResults,
     probability_color_node,
     query_overlay_volume,
@@ -62,9 +72,16 @@ __all__ = [
     "MaskMedSlicerError",
     "SegmentationCancelled",
     "ModelInfo",
+    "ModelCardInfo",
+    "model_card_info",
     "bundled_demo_model",
     "checkpoint_info",
+    "read_model_info",
     "find_models",
+    "nnunet_info",
+    "resolve_nnunet_folder",
+    "install_nnunet_zip_model",
+    "user_models_folder",
     "MaskMedProcess",
     "build_predict_command",
     "build_train_command",
@@ -78,6 +95,7 @@ __all__ = [
     "QueryMap",
     "compact_query_map",
     "QueryResults",
+    "NO_QUERIES_MESSAGE",
     "probability_color_node",
     "query_overlay_volume",
     "query_probability_volume",

@@ -4,7 +4,8 @@
 the query's class probabilities, shown in Slicer's plot view, with its table and series nodes), replaces
 them when another query is selected, and removes them (and the result's four table nodes) in
 :meth:`Inspection.clear` — called on a new run, on "Clear inspection data", on scene close and on module
-cleanup.
+cleanup. A result of a model without queries (nnU-Net, point-wise head) has nothing to show per query:
+:attr:`Inspection.message` says so and :meth:`Inspection.show_query` refuses with the same words.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import slicer
 import vtk
 
+from MaskMedSlicerLib.query_views import NO_QUERIES_MESSAGE
 from MaskMedSlicerLib.results import SegmentationResult
 from MaskMedSlicerLib.scene_setup import remove_nodes
 
@@ -76,6 +78,18 @@ class Inspection:
     @property
     def scene(self):
         return self.result.segmentation_node.GetScene()
+
+    @property
+    def has_queries(self) -> bool:
+        return self.result.has_queries
+
+    @property
+    def message(self) -> str:
+        """What the Inspect section says above its table: the query count, or that there are no queries."""
+        if not self.has_queries:
+            return NO_QUERIES_MESSAGE
+        count = len(self.result.queries.queries)
+        return f"{count} queries of '{self.result.segmentation_node.GetName()}'. Select a row to see its map."
 
     def show_query(self, index: int, threshold: float = 0.5):
         """Show query ``index``: overlay volume, ``query_XX`` segment (p >= threshold) and class chart.

@@ -32,7 +32,7 @@ import numpy as np
 
 from MaskMedSlicerLib.errors import MaskMedSlicerError, SegmentationCancelled
 from MaskMedSlicerLib.inputs import check_inputs, node_label, resolve_model
-from MaskMedSlicerLib.models import ModelInfo, checkpoint_info
+from MaskMedSlicerLib.models import ModelInfo, read_model_info
 from MaskMedSlicerLib.process import MaskMedProcess, build_predict_command, build_train_command, subprocess_env
 from MaskMedSlicerLib.progress import ProgressEvent
 from MaskMedSlicerLib.query_maps import compact_query_map
@@ -64,18 +64,14 @@ class MaskMedLogic:
 
     # ------------------------------------------------------------------------------------ models
     def model_info(self, model: str | os.PathLike | ModelInfo | None = None) -> ModelInfo:
-        """ModelInfo of a checkpoint, run folder or bundled model name (None: the demo model); cached."""
+        """ModelInfo of a checkpoint, run folder, nnU-Net result folder or bundled model name (None: the demo
+        model); cached until the files it was read from change. Only MaskMed checkpoints need torch."""
         if isinstance(model, ModelInfo):
             return model
         path = resolve_model(model)
-        key_path = path
-        if path.is_dir():
-            key_path = next(
-                (path / n for n in ("checkpoint_best.pt", "checkpoint_latest.pt") if (path / n).is_file()), path
-            )
-        key = (str(key_path.resolve()), key_path.stat().st_mtime if key_path.exists() else 0.0)
+        key = _model_cache_key(path)
         if key not in self._model_infos:
-            self._model_infos[key] = checkpoint_info(path)
+            self._model_infos[key] = read_model_info(path)
         return self._model_infos[key]
 
     # ------------------------------------------------------------------------------------ segment
@@ -98,8 +94,9 @@ class MaskMedLogic:
 
         Args:
             volume_nodes: one scalar volume node per model channel, in channel order, on one voxel grid.
-            model: checkpoint file, run folder, bundled model name (``"phantom"``, ``"hippocampus"``) or
-                ModelInfo; None: the bundled demo model.
+            model: checkpoint file, run folder, nnU-Net v2 result folder (a point-wise model: the result has
+                no queries), bundled model name (``"phantom"``, ``"hippocampus"``) or ModelInfo; None: the
+                bundled demo model.
             device: ``auto``, ``cuda`` or ``cpu``.
             scene: the ``vtkMRMLScene``; default: the scene of the first volume.
             progress: called with every parsed child event and a few of our own (``message`` kind).
@@ -200,8 +197,8 @@ class MaskMedLogic:
                 files,
                 output_dir,
                 device=device,
-                save_queries=save_queries,
-                save_embeddings=save_embeddings,
+                save_queries=save_queries and info.has_queries,  # an nnU-Net model has no queries to save
+                save_embeddings=save_embeddings and info.has_queries,
                 output_format=FILE_ENDING,
             )
             process = MaskMedProcess(command, subprocess_env()).start()
@@ -298,7 +295,7 @@ class MaskMedLogic:
             has_matrices = queries.class_probabilities is not None
             return SegmentationResult(
                 segmentation_node=segmentation,
-                summary_table=queries.summary_table(scene, f"{base} MaskMed queries"),
+                summary_table=queries.summary_table(scene, f"{base} MaskMed queries") if queries.has_queries else None,
                 class_probability_table=queries.class_probability_table(scene, f"{base} MaskMed query classes")
                 if has_matrices
                 else None,
@@ -398,3 +395,14 @@ class MaskMedLogic:
             python_executable or sys.executable, dataset, out_dir, preset, epochs, fold, device, extra
         )
         return MaskMedProcess(command, subprocess_env()).start()
+
+
+def _model_cache_key(path: Path) -> tuple[str, float]:
+    """(file, newest mtime) of what a model's info is read from: a run's best/latest checkpoint, an nnU-Net
+    folder's plans.json and dataset.json, or the checkpoint file itself."""
+    files = [path]
+    if path.is_dir():
+        run = [path / n for n in ("checkpoint_best.pt", "checkpoint_latest.pt") if (path / n).is_file()]
+        files = run[:1] or [path / n for n in ("plans.json", "dataset.json") if (path / n).is_file()] or [path]
+    mtimes = [f.stat().st_mtime for f in files if f.exists()]
+    return str(files[0].resolve()), max(mtimes, default=0.0)

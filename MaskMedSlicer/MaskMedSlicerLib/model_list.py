@@ -1,4 +1,5 @@
-"""The Segment section's model list: bundled models, then the ones the user added or trained.
+"""The Segment section's model list: bundled models, then the ones the user added, installed or trained
+(MaskMed checkpoints and runs, nnU-Net v2 result folders), each with its model card (:mod:`.model_cards`).
 
 Added and trained models are remembered in the application settings under :data:`SETTINGS_KEY`
 (Slicer's ``slicer.app.settings()``, a ``QSettings``; any object with ``value(key)`` and
@@ -13,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from MaskMedSlicerLib.errors import MaskMedSlicerError
+from MaskMedSlicerLib.model_cards import ModelCardInfo, bundled_model_card, model_card_info
 from MaskMedSlicerLib.models import bundled_model_entries
 
 SETTINGS_KEY = "MaskMed/Models"
@@ -23,10 +25,11 @@ class ModelEntry:
     """One line of the model selector.
 
     Attributes:
-        label: what the selector shows, e.g. ``Hippocampus, T1 MRI (bundled)`` or ``run1 (run)``.
-        path: the checkpoint file or run folder (the selector's item data).
-        tooltip: the model card for a bundled model, else the path.
-        summary: one line about licence and input for a bundled model, else "".
+        label: what the selector shows, e.g. ``Hippocampus, T1 MRI (bundled)``, ``run1 (run)`` or
+            ``Dataset903_Hippocampus 3d_fullres (nnU-Net)``.
+        path: the checkpoint file, run folder or nnU-Net result folder (the selector's item data).
+        tooltip: the model card (:meth:`ModelCardInfo.text`), or the path and why it cannot be read.
+        summary: one line about the training data licence and the input, or "".
         bundled: shipped with the extension (cannot be removed from the list).
     """
 
@@ -43,11 +46,13 @@ class ModelSummary:
 
     Attributes:
         channel_names: one name per input channel (C); ``("channel 1",)`` when the model is unreadable.
-        text: channels and classes (and the bundled model's licence line), or why they are unknown.
+        text: channels and classes, and the card's licence and input line; or why they are unknown.
+        tooltip: the whole model card, or "" when it cannot be read.
     """
 
     channel_names: tuple[str, ...]
     text: str
+    tooltip: str = ""
 
     @property
     def num_channels(self) -> int:
@@ -85,29 +90,57 @@ class ModelList:
         except MaskMedSlicerError as exc:
             logging.warning("MaskMed: %s", exc)
             return []
-        return [ModelEntry(f"{e.title} (bundled)", str(e.path), e.description, e.summary, True) for e in entries]
+        listed = []
+        for e in entries:
+            try:
+                card = bundled_model_card(e)
+                tooltip, summary = card.text(), card.summary()
+            except MaskMedSlicerError as exc:  # the entry's own lines still describe it
+                logging.warning("MaskMed: %s", exc)
+                tooltip, summary = e.description, e.summary
+            listed.append(ModelEntry(f"{e.title} (bundled)", str(e.path), tooltip, summary, True))
+        return listed
 
     def entries(self, current: str = "") -> list[ModelEntry]:
         """Bundled models, remembered models, then ``current`` if it exists and is not listed yet."""
         entries = self.bundled()
         for path in self.remembered():
-            kind = "run" if os.path.isdir(path) else "checkpoint"
-            entries.append(ModelEntry(f"{os.path.basename(os.path.normpath(path))} ({kind})", path, path))
+            entries.append(_entry(path))
         listed = {os.path.normpath(e.path) for e in entries}
         if current and os.path.exists(current) and os.path.normpath(current) not in listed:
-            entries.append(ModelEntry(os.path.basename(os.path.normpath(current)), current, current))
+            entries.append(_entry(current))
         return entries
 
     def summary(self, logic, path: str) -> ModelSummary:
-        """Channels and classes of the model at ``path`` (needs torch to read a checkpoint)."""
-        bundled = next((e for e in self.bundled() if os.path.normpath(e.path) == os.path.normpath(path)), None)
+        """Channels and classes of the model at ``path`` and its card (a MaskMed checkpoint needs torch)."""
         try:
             info = logic.model_info(path)
         except Exception as exc:  # noqa: BLE001 - shown to the user; torch may simply not be installed yet
-            names, text = ("channel 1",), f"Model details not available yet: {exc}"
-        else:
-            names = tuple(info.channel_names)
-            text = f"{info.num_channels} channel(s) ({', '.join(names)}); classes: {', '.join(info.class_names)}"
-        if bundled is not None:
-            text = f"{text}\n{bundled.summary}"
-        return ModelSummary(names, text)
+            return ModelSummary(("channel 1",), f"Model details not available yet: {exc}")
+        names = tuple(info.channel_names)
+        text = f"{info.num_channels} channel(s) ({', '.join(names)}); classes: {', '.join(info.class_names)}"
+        card = _card(path, logic)
+        if card is None:
+            return ModelSummary(names, text)
+        return ModelSummary(names, f"{text}\n{card.summary()}", card.text())
+
+
+def _card(path: str, logic=None) -> ModelCardInfo | None:
+    """The model's card; None (with a logged warning) when it cannot be read."""
+    try:
+        return model_card_info(path, logic)
+    except MaskMedSlicerError as exc:
+        logging.warning("MaskMed: no model card for %s: %s", path, exc)
+        return None
+
+
+def _entry(path: str) -> ModelEntry:
+    """A remembered model's line: nnU-Net folders by dataset and configuration, MaskMed ones by file name."""
+    card = _card(path)
+    if card is not None and card.kind == "nnunet":
+        label = card.title
+    else:
+        label = f"{os.path.basename(os.path.normpath(path))} ({'run' if os.path.isdir(path) else 'checkpoint'})"
+    if card is None:
+        return ModelEntry(label, path, path)
+    return ModelEntry(label, path, card.text(), card.summary())

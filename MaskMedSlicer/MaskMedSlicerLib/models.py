@@ -1,6 +1,8 @@
-"""Find MaskMed models (checkpoint files and training run folders) and read what they segment.
+"""Find models (MaskMed checkpoint files and training run folders, nnU-Net v2 result folders) and read what
+they segment.
 
-Reading a checkpoint needs torch, imported here only when a checkpoint is read, never at import.
+Reading a MaskMed checkpoint needs torch, imported here only when a checkpoint is read, never at import;
+an nnU-Net result folder is read from its JSON files (:mod:`.nnunet_models`), without torch.
 """
 
 from __future__ import annotations
@@ -12,39 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from MaskMedSlicerLib.errors import MaskMedSlicerError
+from MaskMedSlicerLib.model_info import ModelInfo
+from MaskMedSlicerLib.nnunet_models import nnunet_folders_in, nnunet_info
 
 _RUN_CHECKPOINTS = ("checkpoint_best.pt", "checkpoint_latest.pt")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a checkpoint segments.
-
-    Attributes:
-        path: the checkpoint file (a run folder resolves to its best, else latest, checkpoint).
-        channel_names: one name per input channel, in order (C).
-        label_names: K names, index = label value, 0 = background.
-        dataset_name: the training dataset's name.
-    """
-
-    path: Path
-    channel_names: tuple[str, ...]
-    label_names: tuple[str, ...]
-    dataset_name: str
-
-    @property
-    def num_channels(self) -> int:
-        return len(self.channel_names)
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """Foreground class names (K - 1)."""
-        return self.label_names[1:]
-
-    @property
-    def title(self) -> str:
-        """``dataset (run/checkpoint_best.pt)`` for a model selector."""
-        return f"{self.dataset_name} ({self.path.parent.name}/{self.path.name})"
 
 
 @dataclass(frozen=True)
@@ -150,16 +123,24 @@ def checkpoint_info(path: str | os.PathLike) -> ModelInfo:
         channel_names=tuple(plan.channel_names),
         label_names=tuple(checkpoint.label_names),
         dataset_name=plan.dataset_name,
+        target_spacing=tuple(float(s) for s in plan.target_spacing),
     )
 
 
+def read_model_info(path: str | os.PathLike) -> ModelInfo:
+    """ModelInfo of an nnU-Net result folder (no torch) or a MaskMed checkpoint file or run folder (torch)."""
+    folders = nnunet_folders_in(path, depth=0)
+    return nnunet_info(folders[0]) if folders else checkpoint_info(path)
+
+
 def _candidates(folder: Path) -> list[Path]:
-    """Checkpoints in ``folder``: itself if it is a file or run folder, else its .pt files and run sub-folders."""
+    """Models in ``folder``: itself if it is a file, run folder or nnU-Net result folder, else its .pt files,
+    run sub-folders and the nnU-Net result folders in it (also two levels down, ``nnUNet_results/DatasetXXX/``)."""
     if folder.is_file():
         return [folder]
     if not folder.is_dir():
         return []
-    if any((folder / name).is_file() for name in _RUN_CHECKPOINTS):
+    if any((folder / name).is_file() for name in _RUN_CHECKPOINTS) or nnunet_folders_in(folder, depth=0):
         return [folder]
     found = []
     for child in sorted(folder.iterdir()):
@@ -167,24 +148,25 @@ def _candidates(folder: Path) -> list[Path]:
             found.append(child)
         elif child.is_dir() and any((child / name).is_file() for name in _RUN_CHECKPOINTS):
             found.append(child)
-    return found
+    return found + nnunet_folders_in(folder, depth=2)
 
 
 def find_models(folders: Iterable[str | os.PathLike]) -> list[ModelInfo]:
-    """Models in ``folders`` (each a checkpoint file, a run folder, or a folder of those, one level deep).
+    """Models in ``folders``: each a checkpoint file, a run folder, an nnU-Net result folder, or a folder of
+    those (checkpoints and runs one level deep, nnU-Net result folders up to two).
 
-    Files that are not readable MaskMed checkpoints are skipped with a logged warning. A run folder
-    counts once (its best checkpoint), and its ``checkpoint_*.pt`` files are not listed again.
+    Files that are not readable models are skipped with a logged warning. A run folder counts once (its
+    best checkpoint), and its ``checkpoint_*.pt`` files are not listed again.
     """
     models, seen = [], set()
     for folder in folders:
         for candidate in _candidates(Path(folder)):
             try:
-                info = checkpoint_info(candidate)
+                info = read_model_info(candidate)
             except MaskMedSlicerError as exc:
                 logging.warning("MaskMed: skipping %s: %s", candidate, exc)
                 continue
-            run = info.path.parent if info.path.name in _RUN_CHECKPOINTS else info.path
+            run = info.path.parent if info.kind == "maskmed" and info.path.name in _RUN_CHECKPOINTS else info.path
             if run.resolve() not in seen:
                 seen.add(run.resolve())
                 models.append(info)

@@ -11,6 +11,10 @@ A prediction folder written by ``maskmed predict --save-queries --save-embedding
 - ``<case>_queries/query_XX_<class><ending>``: each query's mask probability map (float32 in 0..1,
   the input's geometry); the module keeps them compactly in memory (:mod:`.query_maps`) and shows one
   with :func:`query_overlay_volume`.
+
+A point-wise model (an nnU-Net v2 result folder, or a MaskMed model with the point-wise head) has no
+queries: its summary says ``"queries": []`` and there are no query maps or embeddings to show
+(:data:`NO_QUERIES_MESSAGE`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from MaskMedSlicerLib.volume_io import read_image, update_volume_node_from_image
 PROBABILITY_COLOR_NODE_NAME = "MaskMed probability"
 _COLOR_NODE_ATTRIBUTE = "MaskMed.ColorTable"
 _QUERY_FILE = re.compile(r"^query_(?P<index>\d+)_")
+NO_QUERIES_MESSAGE = (
+    "This model (nnU-Net / point-wise head) has no queries: there are no per-query masks or embeddings to inspect."
+)
 
 
 def probability_color_node(scene):
@@ -223,7 +230,11 @@ class QueryResults:
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise MaskMedSlicerError(f"cannot read query summary {summary_path}: {exc}") from None
+        if not isinstance(summary, dict) or not isinstance(summary.get("queries", []), list):
+            raise MaskMedSlicerError(f"query summary {summary_path}: expected an object with a 'queries' list")
         result = cls(output_dir=out, case=case, summary=summary)
+        if not result.has_queries:  # a point-wise model: nothing per query, whatever else the folder holds
+            return result
         npz = out / f"{case}_embeddings.npz"
         if npz.is_file():
             try:
@@ -247,10 +258,17 @@ class QueryResults:
 
     @property
     def queries(self) -> list[dict]:
-        return list(self.summary.get("queries", []))
+        return list(self.summary.get("queries") or [])
+
+    @property
+    def has_queries(self) -> bool:
+        """False for a point-wise model (nnU-Net, MaskMed's point-wise head): ``"queries": []``."""
+        return bool(self.queries)
 
     def query(self, index: int) -> dict:
         """The summary entry of query ``index``."""
+        if not self.has_queries:
+            raise MaskMedSlicerError(NO_QUERIES_MESSAGE)
         for q in self.queries:
             if q.get("index") == index:
                 return q

@@ -60,7 +60,8 @@ class SegmentationResult:
 
     Attributes:
         segmentation_node: one segment per model class (segment ID = class name).
-        summary_table: one row per query (index, class, score, volume (mL), no object).
+        summary_table: one row per query (index, class, score, volume (mL), no object); None for a model
+            without queries (nnU-Net, point-wise head).
         class_probability_table: (Q, K+1) table, or None without embeddings.
         class_embedding_table: (Q, E) table, or None.
         mask_embedding_table: (Q, C) table, or None.
@@ -81,6 +82,11 @@ class SegmentationResult:
     reference_volume_node: object = None
     model: ModelInfo | None = None
     crop: RoiCrop | None = None
+
+    @property
+    def has_queries(self) -> bool:
+        """False for a point-wise model (nnU-Net, point-wise head): nothing per query to inspect."""
+        return self.queries.has_queries
 
     def tables(self) -> list:
         """The table nodes this result added (present ones)."""

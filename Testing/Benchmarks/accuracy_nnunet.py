@@ -64,6 +64,13 @@ def nnunet_env(task_root: str, mode: str, threads: int, data_workers: int = 0) -
     }
 
 
+def result_folder(task: dict, mode: str, row: str, seed: int) -> Path:
+    """The ``Trainer__Plans__3d_fullres`` folder an nnU-Net row's run of ``seed`` trained into (the layout
+    :func:`nnunet_env` and :func:`train_and_predict` make), e.g. for ``maskmed train --init-from``."""
+    results = Path(nnunet_env(task["root"], f"{mode}-{row}-seed{seed}", 1)["nnUNet_results"])
+    return results / task["dataset_name"] / f"BenchTrainer__{plans_name(mode)}__{CONFIGURATION}"
+
+
 def _edit_plans(plans: dict, mm_plan: dict, batch_size: int) -> dict:
     """Make nnU-Net's 3d_fullres configuration use MaskMed's spacing, patch, batch and UNet topology."""
     cfg = plans["configurations"][CONFIGURATION]

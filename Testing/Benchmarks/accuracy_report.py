@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_harness
-from accuracy_rows import ROW_BY_KEY
+from accuracy_rows import INIT_ROWS, ROW_BY_KEY
 
 PAPER_TABLE3 = "the paper's Table 3 reports mean Dice 0.878 (point-wise head) -> 0.903 (decoupled)"
 
@@ -181,6 +181,10 @@ def _recipe_text(budget: dict, key: str) -> str:
         text += f", + semantic loss {semantic:g}"
     if "mirror_axes" in spec.training:
         text += ", mirroring" if spec.training["mirror_axes"] else ", no mirroring"
+    if spec.init_from:
+        text += f", from the {spec.init_from} row's weights"
+    if spec.training.get("freeze_backbone_iterations"):
+        text += f", UNet frozen for {spec.training['freeze_backbone_iterations']} iterations"
     return text
 
 
@@ -250,11 +254,15 @@ def plot_curves(payload: dict, path: Path) -> str | None:
 
 def standard_markdown(payload: dict, info: dict, started: float, rows: list[str]) -> str:
     b = payload["budget"]
+    upgrade = any(r in INIT_ROWS for r in rows)
+    title = "Upgrade an nnU-Net model to MaskMed (`--init-from`, " if upgrade else "Accuracy on real anatomy ("
     parts = [
-        f"## Accuracy on real anatomy ({b['mode']}: {', '.join(payload['tasks'])})\n",
+        f"## {title}{b['mode']}: {', '.join(payload['tasks'])})\n",
         bench_harness.stamp(info, started),
         "",
     ]
+    if upgrade:
+        parts.append(init_from_intro(payload))
     parts.append(
         f"Budget (identical for every row, nnU-Net included): {b['epochs']} epochs x {b['iterations_per_epoch']} "
         f"iterations = {b['iterations']} iterations at the plan's batch and patch, preset `{b['preset']}` "
@@ -320,7 +328,7 @@ def standard_markdown(payload: dict, info: dict, started: float, rows: list[str]
             ]
             lines.append(cells)
         parts.append(bench_harness.table(header, lines))
-        parts.append(_targets(t, rows))
+        parts.append(init_from_markdown(t, rows) if upgrade else _targets(t, rows))
     if payload.get("curves_png"):
         rel = Path(payload["curves_png"]).as_posix()
         parts.append(f"\n![Learning curves: validation Dice vs iterations, every row]({rel})\n")
@@ -358,5 +366,98 @@ def _targets(t: dict, rows: list[str]) -> str:
             out.append(
                 f"| decoupled ≥ {what} | {bench_harness.met(d >= o)}: {d:.3f} vs {o:.3f} "
                 f"(difference {d - o:+.3f}; seed sd {dec['mean_dice'][1]:.3f} / {other['mean_dice'][1]:.3f}) |"
+            )
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------- upgrading nnU-Net (--init-from)
+def init_from_intro(payload: dict) -> str:
+    """What the upgrade rows do and the command a user runs for the same thing."""
+    rows = [ROW_BY_KEY[r] for r in payload["rows"] if r in INIT_ROWS]
+    iterations = sorted({r.training.get("epochs", payload["budget"]["epochs"]) for r in rows})
+    per_epoch = payload["budget"]["iterations_per_epoch"]
+    return (
+        "The rows *started from the trained nnU-Net* load the encoder and decoder of the nnU-Net v2 model of the "
+        "`nnunet` row (trained by nnunetv2 with the budget below, same seed, same split) into MaskMed's decoupled "
+        "head + FSAD bridge, as `maskmed train DATASET --init-from <nnU-Net result folder>` does, and train "
+        f"{' / '.join(str(e * per_epoch) for e in iterations)} iterations (a poly schedule of that length, "
+        "`maskmed train`'s default loss with the semantic term) instead of the budget's "
+        f"{payload['budget']['iterations']}. The nnU-Net's 1x1x1 segmentation layers have no counterpart in the "
+        "decoupled head and are not used; the head and bridge start from random weights. The other rows are the "
+        "from-scratch runs of the standard benchmark (cached, same budget and seed).\n"
+    )
+
+
+def _final_val(runs: list[dict]) -> float:
+    points = _curve_points(runs)
+    if not points:
+        return math.nan
+    vals = list(points.values())[-1]
+    return sum(vals) / len(vals)
+
+
+SAME_DICE = 0.004
+"""Test-Dice differences below this count as *equal*: the seed sd of the standard decoupled row (3 seeds)."""
+
+
+def init_from_markdown(t: dict, rows: list[str]) -> str:
+    """Per upgrade row: its curve; the iterations it needs to reach each from-scratch row's final validation
+    Dice, and those the from-scratch row needed to reach this row's final one; its test Dice against the nnU-Net
+    it started from and the from-scratch rows."""
+    runs = {key: [r for r in t["runs"].get(_row_source(key), []) if "error" not in r] for key in rows}
+    scratch = [k for k in ("decoupled", "recipe_semantic_loss") if runs.get(k)]
+    test = {k: t["summary"][_row_source(k)]["mean_dice"][0] for k in rows if runs.get(k)}
+    header = ["row", "validation Dice at 50 / 100 / ... iterations"]
+    for k in scratch:
+        header += [
+            f"its iterations to {k}'s final validation Dice ({_final_val(runs[k]):.3f})",
+            f"{k}'s iterations to this row's final validation Dice",
+        ]
+    header += ["test mean Dice", "vs the nnU-Net it started from"] + [f"vs {k}" for k in scratch]
+    lines, verdicts = [], []
+    for key in rows:
+        if key not in INIT_ROWS or not runs.get(key):
+            continue
+        own = runs[key][0].get("iterations") or math.nan
+        curve = ", ".join(f"{sum(v) / len(v):.3f}" for v in _curve_points(runs[key]).values())
+        cells = [ROW_BY_KEY[key].label, curve]
+        for k in scratch:
+            reach = _iterations_to_reach(runs[key], _final_val(runs[k]))
+            back = _iterations_to_reach(runs[k], _final_val(runs[key]))
+            total = runs[k][0].get("iterations") or math.nan
+            cells.append(
+                f"never in {own}" if math.isnan(reach) else f"{reach:.0f} ({reach / total:.0%} of its {total})"
+            )
+            cells.append(
+                "never"
+                if math.isnan(back)
+                else f"{back:.0f} of {total} for {_final_val(runs[key]):.3f} (this row: {own})"
+            )
+            verdicts.append((key, k, reach, total))
+        cells.append(f"{test[key]:.3f}")
+        cells += [f"{test[key] - test[k]:+.3f}" if k in test else "–" for k in ["nnunet", *scratch]]
+        lines.append(cells)
+    out = [bench_harness.table(header, lines)]
+    if runs.get("nnunet"):
+        out.append(
+            f"\nThe nnU-Net it started from: validation Dice {_final_val(runs['nnunet']):.3f} after its "
+            f"{runs['nnunet'][0].get('iterations')} iterations (computed on nnU-Net's own preprocessed cases), "
+            f"test mean Dice {test.get('nnunet', math.nan):.3f}. Test differences below {SAME_DICE} (the seed sd of "
+            "the standard decoupled row) count as equal.\n"
+        )
+    out.append("\n| target (issue 11) | result |\n|---|---|")
+    for key, k, reach, total in verdicts:
+        ok = not math.isnan(reach) and reach < total
+        out.append(
+            f"| {key} reaches {k}'s final validation Dice in a fraction of its iterations | "
+            f"{bench_harness.met(ok)}: " + ("never" if math.isnan(reach) else f"{reach:.0f} vs {total}") + " |"
+        )
+    for key in rows:
+        if key in INIT_ROWS and key in test and "nnunet" in test:
+            d = test[key] - test["nnunet"]
+            verdict = "**equal**" if abs(d) < SAME_DICE else bench_harness.met(d > 0)
+            out.append(
+                f"| {key}: test Dice above the nnU-Net it started from | {verdict}: "
+                f"{test[key]:.3f} vs {test['nnunet']:.3f} ({d:+.3f}) |"
             )
     return "\n".join(out) + "\n"

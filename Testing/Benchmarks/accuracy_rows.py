@@ -17,7 +17,7 @@ Modes:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PAPER_RECIPE = {"optimizer": "sgd", "initial_lr": 1e-3, "transformer_lr_ratio": 0.1, "warmup_iterations": 0}
@@ -34,6 +34,12 @@ to it changes every cached run's key (a full rerun)."""
 STANDARD_EPOCHS = 16
 STANDARD_ITERATIONS_PER_EPOCH = 50
 STANDARD_ITERATIONS = STANDARD_EPOCHS * STANDARD_ITERATIONS_PER_EPOCH
+INIT_EPOCHS = 6
+"""Epochs of the rows started from a trained nnU-Net: 6 x 50 = 300 iterations, 3/8 of the standard budget
+(the poly schedule runs to its end over them)."""
+INIT_ITERATIONS = INIT_EPOCHS * STANDARD_ITERATIONS_PER_EPOCH
+INIT_FREEZE = 100
+"""Iterations the frozen-backbone row keeps the nnU-Net encoder and decoder fixed."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Row:
         loss: LossConfig fields (MaskMed rows).
         alias: the row this one repeats (alias rows).
         nnunet_recipe: ``same`` (the budget's optimiser and LR) or ``own`` (nnU-Net's SGD 1e-2).
+        init_from: the nnU-Net row whose trained model of the same seed the run starts from
+            (``maskmed train --init-from``); that row must have been run with the seed first.
     """
 
     key: str
@@ -59,6 +67,16 @@ class Row:
     loss: dict[str, Any] = field(default_factory=dict)
     alias: str | None = None
     nnunet_recipe: str | None = None
+    init_from: str | None = None
+
+
+def row_key(row: Row) -> dict[str, Any]:
+    """A row's part of its runs' cache key: its fields, without those added later that it leaves at their
+    default, so adding a field to ``Row`` keeps every cached run valid."""
+    out = asdict(row)
+    if out["init_from"] is None:
+        del out["init_from"]
+    return out
 
 
 _NO_MASK = {"masked_attention": False}
@@ -134,6 +152,33 @@ ROWS: list[Row] = [
         {"head": "pointwise", **_NO_MASK},
         training={"optimizer": "sgd", "initial_lr": 1e-2, "transformer_lr_ratio": 1.0, "warmup_iterations": 0},
     ),
+    # upgrading a trained nnU-Net to MaskMed (maskmed train --init-from): a fraction of the budget
+    Row(
+        "decoupled_from_nnunet",
+        f"decoupled, started from the trained nnU-Net (row nnunet, same seed), {INIT_ITERATIONS} iterations",
+        "maskmed",
+        training={"epochs": INIT_EPOCHS},
+        loss={"semantic_weight": SEMANTIC_WEIGHT},
+        init_from="nnunet",
+    ),
+    Row(
+        "decoupled_from_nnunet_frozen",
+        f"decoupled, started from the trained nnU-Net, encoder + decoder frozen for {INIT_FREEZE} iterations, "
+        f"{INIT_ITERATIONS} iterations",
+        "maskmed",
+        training={"epochs": INIT_EPOCHS, "freeze_backbone_iterations": INIT_FREEZE},
+        loss={"semantic_weight": SEMANTIC_WEIGHT},
+        init_from="nnunet",
+    ),
+    Row(
+        "decoupled_from_nnunet_lr_3e-4",
+        f"decoupled, started from the trained nnU-Net, UNet LR 3e-4 (head and bridge 3e-3), {INIT_ITERATIONS} "
+        "iterations",
+        "maskmed",
+        training={"epochs": INIT_EPOCHS, "initial_lr": 3e-4, "transformer_lr_ratio": 10.0},
+        loss={"semantic_weight": SEMANTIC_WEIGHT},
+        init_from="nnunet",
+    ),
     # nnU-Net v2 itself
     Row("nnunet", "nnU-Net v2 (nnunetv2), same optimiser/LR as the MaskMed rows", "nnunet", nnunet_recipe="same"),
     Row("nnunet_own", "nnU-Net v2 (nnunetv2), its own SGD 1e-2 poly recipe", "nnunet", nnunet_recipe="own"),
@@ -141,10 +186,13 @@ ROWS: list[Row] = [
 ROW_KEYS = [r.key for r in ROWS]
 ROW_BY_KEY = {r.key: r for r in ROWS}
 RECIPE_ROWS = [r.key for r in ROWS if r.key.startswith("recipe_") or r.key == "pointwise_sgd_1e-2"]
-QUICK_DEFAULT_ROWS = [k for k in ROW_KEYS if k not in ("nnunet_own", "paper_recipe") and k not in RECIPE_ROWS]
+INIT_ROWS = [r.key for r in ROWS if r.init_from]
+QUICK_DEFAULT_ROWS = [
+    k for k in ROW_KEYS if k not in ("nnunet_own", "paper_recipe") and k not in RECIPE_ROWS + INIT_ROWS
+]
 """Quick mode leaves out nnU-Net's own SGD recipe and the recipe rows: at a few iterations they only show
 that SGD has not started to learn (run them with ``--rows ...``)."""
-FULL_DEFAULT_ROWS = [k for k in ROW_KEYS if k != "paper_recipe" and k not in RECIPE_ROWS]
+FULL_DEFAULT_ROWS = [k for k in ROW_KEYS if k != "paper_recipe" and k not in RECIPE_ROWS + INIT_ROWS]
 """Full mode trains with the paper's recipe already, so ``paper_recipe`` would repeat ``decoupled``."""
 STANDARD_DEFAULT_ROWS = ["decoupled", "pointwise", "paper_recipe", "nnunet_own"]
 RECIPE_SWEEP_ROWS = [
@@ -158,6 +206,9 @@ RECIPE_SWEEP_ROWS = [
 """The recipe comparison (one seed, standard budget): ``bench_accuracy.py --standard --rows <these> --seeds 0
 --section accuracy-recipes``; decoupled and pointwise are the standard mode's own seed-0 runs (cached)."""
 """The issue's rows: MaskMed decoupled (default recipe), the point-wise head, the paper's recipe, nnU-Net v2."""
+INIT_FROM_ROWS = ["nnunet", "decoupled", "recipe_semantic_loss", *INIT_ROWS]
+"""Upgrading nnU-Net to MaskMed (issue 11): ``bench_accuracy.py --standard --rows <these> --seeds 0 --section
+accuracy-init-from``; the nnU-Net model the init rows start from and the from-scratch rows are cached runs."""
 MODE_TASKS = {"quick": ("brats", "totalseg"), "standard": ("hippocampus",), "full": ("brats", "totalseg")}
 
 

@@ -49,6 +49,7 @@ from accuracy_rows import (  # noqa: E402
     mirror_for,
     nnunet_budget,
     recipe_for,
+    row_key,
     trained_rows,
 )
 
@@ -167,7 +168,19 @@ def _train_one_seed(task: dict, row: str, seed: int, budget: dict, preprocessed_
     data = ad.TaskData(**task)
     spec = ROW_BY_KEY[row]
     run_dir = Path(data.root) / "runs" / budget["mode"] / row / f"seed{seed}"
-    key = {"task": [data.raw_dir, data.train, data.val, data.test], "budget": budget, "row": asdict(spec)}
+    key = {"task": [data.raw_dir, data.train, data.val, data.test], "budget": budget, "row": row_key(spec)}
+    init_from = None
+    if spec.init_from:  # the nnU-Net model this row starts from; retraining it invalidates the run
+        import accuracy_nnunet
+
+        init_from = accuracy_nnunet.result_folder(task, budget["mode"], spec.init_from, seed)
+        weights = init_from / "fold_0" / "checkpoint_final.pth"
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"{weights} does not exist: run the row '{spec.init_from}' with seed {seed} first "
+                f"(bench_accuracy.py --standard --rows {spec.init_from} --seeds {seed})"
+            )
+        key["init_from"] = [str(init_from), ad._content_fingerprint(weights)]
     cached = _cached_result(run_dir, key)
     if cached is not None:
         return {**cached, "cached": True}
@@ -195,6 +208,8 @@ def _train_one_seed(task: dict, row: str, seed: int, budget: dict, preprocessed_
         mirror_axes=(0, 1, 2) if mirror_for(data.task, budget) else (),
     )
     fields.update(recipe_for(budget, spec))  # the budget's recipe with the row's changes
+    if init_from is not None:
+        fields["init_from"] = str(init_from)
     config = TrainingConfig(**fields)
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(
@@ -234,6 +249,7 @@ def _train_one_seed(task: dict, row: str, seed: int, budget: dict, preprocessed_
         "parameters": int(sum(p.numel() for p in predictor.model.parameters())),
         "threads": torch.get_num_threads(),
         "final_train_loss": float(np.round(result.history[-1]["train_loss"], 4)) if result.history else None,
+        "init": _init_event(run_dir / "train.log"),
         "curve": [
             {"iteration": h["iteration"], "val_dice": h["val_dice"]}
             for h in result.history
@@ -256,6 +272,15 @@ def logged_train_seconds(log: Path) -> float:
         elif "elapsed_seconds" in event:
             piece = float(event["elapsed_seconds"])
     return total + piece
+
+
+def _init_event(log: Path) -> dict | None:
+    """The run's ``init`` event (what ``--init-from`` loaded), from its train.log; None when it started from scratch."""
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == "init":
+            return event
+    return None
 
 
 def _read_json(path: Path) -> Any:

@@ -1,4 +1,7 @@
-"""Run by torchrun in test_ddp.py: trains on phantoms and records this rank's final parameter digest."""
+"""Run by torchrun in test_ddp.py: trains on phantoms and records this rank's final parameter digest.
+
+Arguments: dataset, run folder, preprocessed folder, output folder, and optionally a JSON object of
+TrainingConfig fields to change (e.g. ``init_from`` and ``freeze_backbone_iterations``)."""
 
 import json
 import os
@@ -21,6 +24,8 @@ def main() -> None:
         num_workers=0,
         initial_lr=1e-2,
     )
+    if len(sys.argv) > 5:
+        config = config.replace(**json.loads(sys.argv[5]))
     result = train(dataset, run, config, preprocessed_dir=prep, patch_size=(16, 32, 32), progress="none")
     rank = os.environ["RANK"]
     (out / f"rank{rank}.json").write_text(

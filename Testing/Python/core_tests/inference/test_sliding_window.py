@@ -265,3 +265,39 @@ def test_bad_arguments(kwargs, match):
     image, predict_fn, patch = args.pop("image"), args.pop("predict_fn"), args.pop("patch_size")
     with pytest.raises(ValueError, match=match):
         sliding_window_predict(image, predict_fn, patch, **args)
+
+
+def test_centred_padding_shows_the_network_the_input_in_the_middle():
+    """nnU-Net pads an input smaller than the patch on both sides; the network sees it centred, and the
+    result is cropped back to the input."""
+    image = torch.arange(1, 1 + 3 * 5 * 4, dtype=torch.float32).reshape(1, 3, 5, 4)
+    seen = []
+
+    def record(tiles):
+        seen.append(tiles.clone())
+        return tiles
+
+    out = sliding_window_predict(image, record, (8, 8, 8), center_padding=True)
+    torch.testing.assert_close(out, image)
+    tile = seen[0][0, 0]
+    nonzero = tile.nonzero()
+    assert nonzero.min(0).values.tolist() == [2, 1, 2]  # pad before = (8 - size) // 2 per axis
+    assert nonzero.max(0).values.tolist() == [4, 5, 5]
+
+
+def test_an_explicit_importance_map_replaces_the_gaussian():
+    image = torch.zeros(1, 12, 8, 8)
+    calls = iter([1.0, 3.0])
+
+    def constant(tiles):
+        return torch.full_like(tiles, next(calls))
+
+    weights = torch.ones(8, 8, 8)
+    weights[:, :, :] = torch.linspace(1, 2, 8)[:, None, None]  # heavier towards each tile's last slices
+    out = sliding_window_predict(image, constant, (8, 8, 8), overlap=0.5, tile_batch_size=1, importance_map=weights)
+    # rows 4..7 are covered by both tiles: tile 1 (value 1) at its rows 4..7 (weights 1.57..2),
+    # tile 2 (value 3) at its rows 0..3 (weights 1..1.43); the average follows the weights
+    w1, w2 = torch.linspace(1, 2, 8)[4:], torch.linspace(1, 2, 8)[:4]
+    torch.testing.assert_close(out[0, 4:8, 0, 0], (w1 * 1 + w2 * 3) / (w1 + w2))
+    with pytest.raises(ValueError, match="importance_map has shape"):
+        sliding_window_predict(image, constant, (8, 8, 8), importance_map=torch.ones(4, 4, 4))
