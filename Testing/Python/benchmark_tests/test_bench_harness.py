@@ -69,3 +69,23 @@ def test_smallest_quick_case_runs_in_a_child_process():
 def test_a_failing_child_becomes_an_error_row():
     result = bh.run_child(BENCH_DIR / "bench_fsad_vs_dense.py", "no-such-row", {}, timeout=120)
     assert "error" in result and "exit 1" in result["error"] and "no-such-row" in result["error"]
+
+
+def test_train_step_rounds_combine_to_median_spread_and_per_round_ratios():
+    import bench_train_step as ts
+
+    row = [
+        {"step_s": 2.0, "step_times_s": [2.0, 2.2], "step_peak_mib": 10.0, "params": 5},
+        {"error": "timed out"},
+        {"step_s": 3.0, "step_times_s": [3.0, 2.8], "step_peak_mib": 12.0, "params": 5},
+    ]
+    nnunet = [
+        {"step_s": 1.0, "step_times_s": [1.0]},
+        {"step_s": 1.5, "step_times_s": [1.5]},
+        {"step_s": 2.0, "step_times_s": [2.0]},
+    ]
+    out = ts.combine_rounds(row, nnunet)
+    assert out["step_times_s"] == [2.0, 2.2, 2.8, 3.0] and out["step_s"] == 2.5
+    assert out["ratio_rounds"] == [2.0, 1.5]  # the failed round is left out, each ratio within its own round
+    assert out["step_peak_mib"] == 12.0 and out["rounds_ok"] == 2
+    assert ts.combine_rounds([{"error": "x"}], nnunet) == {"error": "x"}
