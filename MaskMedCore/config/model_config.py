@@ -27,6 +27,8 @@ HEADS = ("pointwise", "mlp_cls", "attn_cls", "attn_cls_mask", "decoupled")
 """Segmentation heads, in the order of the paper's Table 3 (Fig. 1b, c, d, e, f)."""
 
 QUERY_MODES = ("per_stage", "shared")
+ENCODERS = ("plain", "residual")
+"""UNet encoders: nnU-Net's PlainConvUNet encoder or its ResEnc (ResidualEncoderUNet) encoder."""
 BRIDGES = ("none", "standard", "deformable", "fsad")
 PRESETS = ("paper", "tiny")
 
@@ -81,7 +83,11 @@ class ModelConfig(JsonConfig):
         features_per_stage: encoder channels per stage, finest first.
         kernel_sizes: per-stage (kD, kH, kW) conv kernels, finest first.
         strides: per-stage (sD, sH, sW) downsampling strides; stage 0 must be (1, 1, 1).
-        n_conv_per_stage: conv blocks per encoder stage.
+        encoder: ``plain`` (conv blocks, nnU-Net's PlainConvUNet) or ``residual`` (stem + residual
+            blocks, nnU-Net's ResidualEncoderUNet); one of ``ENCODERS``. The decoder is the same for both.
+        n_conv_per_stage: conv blocks per stage of the ``plain`` encoder (unused by ``residual``).
+        n_blocks_per_stage: residual blocks per stage of the ``residual`` encoder, one count per stage
+            (nnU-Net ResEnc: (1, 3, 4, 6, 6, 6)); must be unset (None) for ``plain``.
         n_conv_per_stage_decoder: conv blocks per decoder stage.
         head: segmentation head variant, one of ``HEADS``.
         queries: ``shared`` (one query set propagated from the coarsest decoder stage upward)
@@ -116,6 +122,10 @@ class ModelConfig(JsonConfig):
     strides: tuple[Triplet, ...] = ((1, 1, 1),) + ((2, 2, 2),) * 5
     n_conv_per_stage: int = 2
     n_conv_per_stage_decoder: int = 2
+    # The two encoder fields come after the original ones with defaults that give the plain encoder, so
+    # configs and checkpoints written before they existed load unchanged and build the same network.
+    encoder: str = "plain"
+    n_blocks_per_stage: tuple[int, ...] | None = None
     head: str = "decoupled"
     queries: str = "shared"
     num_queries: int | None = None
@@ -140,6 +150,8 @@ class ModelConfig(JsonConfig):
         object.__setattr__(self, "features_per_stage", tuple(int(f) for f in self.features_per_stage))
         object.__setattr__(self, "kernel_sizes", check_triplets("kernel_sizes", self.kernel_sizes))
         object.__setattr__(self, "strides", check_triplets("strides", self.strides))
+        if isinstance(self.n_blocks_per_stage, (list, tuple)):
+            object.__setattr__(self, "n_blocks_per_stage", tuple(self.n_blocks_per_stage))
         self._validate()
 
     # ------------------------------------------------------------------ validation
@@ -167,9 +179,11 @@ class ModelConfig(JsonConfig):
         check_choice("head", self.head, HEADS)
         check_choice("queries", self.queries, QUERY_MODES)
         check_choice("bridge", self.bridge, BRIDGES)
+        check_choice("encoder", self.encoder, ENCODERS)
         n = len(self.features_per_stage)
         if n < 2:
             raise ConfigError(f"features_per_stage has {n} stage(s); a UNet needs at least 2")
+        self._validate_blocks(n)
         if any(f <= 0 for f in self.features_per_stage):
             raise ConfigError(f"features_per_stage must be positive, got {self.features_per_stage}")
         for name in ("kernel_sizes", "strides"):
@@ -209,6 +223,27 @@ class ModelConfig(JsonConfig):
                 raise ConfigError(f"{prefix}_dim ({dim}) must be divisible by {prefix}_heads ({heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def _validate_blocks(self, n: int) -> None:
+        blocks = self.n_blocks_per_stage
+        if self.encoder == "plain":
+            if blocks is not None:
+                raise ConfigError(
+                    f"n_blocks_per_stage is {blocks!r} but encoder is 'plain' (n_conv_per_stage sets its depth); "
+                    "set encoder to 'residual' or leave n_blocks_per_stage unset"
+                )
+            return
+        if blocks is None:
+            raise ConfigError(
+                f"encoder 'residual' needs n_blocks_per_stage, one block count per stage ({n} stages), "
+                "e.g. nnU-Net ResEnc's [1, 3, 4, 6, 6, 6]"
+            )
+        if not isinstance(blocks, tuple) or len(blocks) != n:
+            raise ConfigError(
+                f"n_blocks_per_stage is {blocks!r}; give one block count per stage ({n} stages, as features_per_stage)"
+            )
+        for i, b in enumerate(blocks):
+            check_positive_int(f"n_blocks_per_stage[{i}]", b)
 
     # ------------------------------------------------------------------ derived values
     @property

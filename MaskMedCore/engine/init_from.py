@@ -34,7 +34,15 @@ from MaskMedCore.config.plan_config import PlanConfig
 from MaskMedCore.config.validation import check_triplets
 from MaskMedCore.errors import CheckpointError, ConfigError
 
-TOPOLOGY_FIELDS = ("features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage", "n_conv_per_stage_decoder")
+TOPOLOGY_FIELDS = (
+    "features_per_stage",
+    "kernel_sizes",
+    "strides",
+    "encoder",
+    "n_conv_per_stage",
+    "n_blocks_per_stage",
+    "n_conv_per_stage_decoder",
+)
 """ModelConfig fields of the UNet itself: they come from the source and must not be overridden."""
 PLAN_TOPOLOGY_FIELDS = ("patch_size", "batch_size", "features_per_stage", "kernel_sizes", "strides")
 """PlanConfig fields taken from the source."""
@@ -150,7 +158,9 @@ def _read_nnunet(folder_path: Path, given: str, fold: str | None, checkpoint: st
             "features_per_stage": tuple(net.features_per_stage),
             "kernel_sizes": tuple(tuple(k[i] for i in back) for k in net.kernel_sizes),
             "strides": tuple(tuple(s[i] for i in back) for s in net.strides),
+            "encoder": net.encoder,
             "n_conv_per_stage": net.n_conv_per_stage,
+            "n_blocks_per_stage": net.n_blocks_per_stage,
             "n_conv_per_stage_decoder": net.n_conv_per_stage_decoder,
         },
         state=state,
@@ -287,8 +297,10 @@ def _normalised(name: str, value: Any) -> Any:
     try:
         if name in ("kernel_sizes", "strides"):
             return check_triplets(name, value)
-        if name == "features_per_stage":
+        if name == "features_per_stage" or (name == "n_blocks_per_stage" and value is not None):
             return tuple(int(v) for v in value)
+        if name in ("encoder", "n_blocks_per_stage"):
+            return value
         return int(value)
     except (TypeError, ValueError, ConfigError):
         return value

@@ -21,14 +21,25 @@ class ConvNormAct(nn.Module):
         out_channels: output channels.
         kernel_size: (kD, kH, kW), odd.
         stride: (sD, sH, sW).
+        bias: conv bias (nnU-Net's plans set it; the 1x1 projection of a residual skip has none).
+        act: apply the LeakyReLU; a residual block's last conv and its skip projection leave it out
+            (the nonlinearity comes after the addition).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Triplet, stride: Triplet = (1, 1, 1)) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Triplet,
+        stride: Triplet = (1, 1, 1),
+        bias: bool = True,
+        act: bool = True,
+    ) -> None:
         super().__init__()
         padding = tuple((k - 1) // 2 for k in kernel_size)
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=True)
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
         self.norm = nn.InstanceNorm3d(out_channels, eps=1e-5, affine=True)
-        self.act = nn.LeakyReLU(0.01, inplace=True)
+        self.act = nn.LeakyReLU(0.01, inplace=True) if act else nn.Identity()  # no parameters either way
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, C_in, D, H, W) -> (B, C_out, D/sD, H/sH, W/sW)."""

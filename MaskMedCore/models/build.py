@@ -8,13 +8,23 @@ from MaskMedCore.models.bridges import build_bridge
 from MaskMedCore.models.heads.masked_multiscale_head import MaskedMultiScaleHead
 from MaskMedCore.models.heads.pointwise import PointwiseHead
 from MaskMedCore.models.maskmed import MaskMed
+from MaskMedCore.models.residual_encoder import ResidualUNetEncoder
 from MaskMedCore.models.unet_decoder import UNetDecoder
 from MaskMedCore.models.unet_encoder import UNetEncoder
 
 
 def build_model(cfg: ModelConfig) -> MaskMed:
     """Build the MaskMed network (or one of its ablation variants) described by ``cfg``."""
-    encoder = UNetEncoder(cfg.in_channels, cfg.features_per_stage, cfg.kernel_sizes, cfg.strides, cfg.n_conv_per_stage)
+    encoder: UNetEncoder | ResidualUNetEncoder
+    if cfg.encoder == "residual":
+        assert cfg.n_blocks_per_stage is not None  # ModelConfig validates this
+        encoder = ResidualUNetEncoder(
+            cfg.in_channels, cfg.features_per_stage, cfg.kernel_sizes, cfg.strides, cfg.n_blocks_per_stage
+        )
+    else:
+        encoder = UNetEncoder(
+            cfg.in_channels, cfg.features_per_stage, cfg.kernel_sizes, cfg.strides, cfg.n_conv_per_stage
+        )
     decoder = UNetDecoder(cfg.features_per_stage, cfg.kernel_sizes, cfg.strides, cfg.n_conv_per_stage_decoder)
     init_he_(encoder)
     init_he_(decoder)

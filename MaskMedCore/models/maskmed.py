@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from MaskMedCore.errors import DataError
 from MaskMedCore.models.outputs import MaskMedOutput
+from MaskMedCore.models.residual_encoder import ResidualUNetEncoder
 from MaskMedCore.models.unet_decoder import UNetDecoder
 from MaskMedCore.models.unet_encoder import UNetEncoder
 
@@ -18,7 +19,7 @@ class MaskMed(nn.Module):
     Build it with ``MaskMedCore.build_model(cfg)``; this class only wires the parts.
 
     Args:
-        encoder: UNet encoder (returns skips finest first).
+        encoder: UNet encoder, plain or residual (returns skips finest first).
         decoder: UNet decoder (returns stage features coarsest first).
         bridge: module refining the coarsest skips (FSAD-Transformer etc.) or None.
         head: PointwiseHead or MaskedMultiScaleHead.
@@ -29,7 +30,7 @@ class MaskMed(nn.Module):
 
     def __init__(
         self,
-        encoder: UNetEncoder,
+        encoder: UNetEncoder | ResidualUNetEncoder,
         decoder: UNetDecoder,
         bridge: nn.Module | None,
         head: nn.Module,

@@ -2,7 +2,8 @@
 
 - ``result_folder``: read and check a ``Trainer__Plans__configuration`` folder (no torch).
 - ``checkpoint``: load ``fold_X/checkpoint_*.pth`` with ``weights_only=True`` and an allow-list.
-- ``network``: the plans' ``PlainConvUNet`` as a MaskMed ``ModelConfig`` (point-wise head, no bridge).
+- ``network``: the plans' ``PlainConvUNet`` or ``ResidualEncoderUNet`` as a MaskMed ``ModelConfig`` (point-wise head,
+  no bridge).
 - ``weights``: state-dict names nnU-Net <-> MaskMed.
 - ``preprocessing``: nnU-Net's preprocessing and export for a configuration, reproduced.
 - ``predictor``: ``NnUNetModelPredictor`` (``Predictor.from_nnunet``), what ``maskmed predict -m FOLDER`` runs.

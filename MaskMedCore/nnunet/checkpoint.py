@@ -51,7 +51,7 @@ class NnUNetCheckpoint:
 
     Attributes:
         path: the file.
-        network_weights: PlainConvUNet state dict (nnU-Net's names).
+        network_weights: PlainConvUNet or ResidualEncoderUNet state dict (nnU-Net's names).
         trainer_name: the trainer class that wrote it.
         mirror_axes: ``inference_allowed_mirroring_axes`` (spatial axes, nnU-Net's transposed order), or
             None when the trainer trained without mirroring.

@@ -7,6 +7,11 @@ stages, features, kernels, strides and convs per stage. Both plans formats are r
 ``conv_kernel_sizes``, ``pool_op_kernel_sizes``; e.g. TotalSegmentator's released weights). Building
 blocks that differ from MaskMed's (nnU-Net's defaults: Conv3d with bias, InstanceNorm3d eps 1e-5
 affine, LeakyReLU 0.01, no dropout) are refused with the field's name.
+
+nnU-Net's ResEnc presets (``nnUNetResEncUNet{M,L,XL}Plans``) use ``ResidualEncoderUNet``: the same decoder
+after a residual encoder (``MaskMedCore.models.residual_encoder``), mapped to ``encoder="residual"`` with
+``n_blocks_per_stage``. Its options MaskMed does not build (bottleneck blocks, another stem width,
+squeeze-excitation, stochastic depth, pooling instead of strided convs) are refused by name.
 """
 
 from __future__ import annotations
@@ -24,16 +29,32 @@ _EXPECTED_BLOCKS = {
     "conv_bias": (True,),
 }
 
+RESIDUAL = "ResidualEncoderUNet"
+_RESIDUAL_BLOCKS = ("dynamic_network_architectures.building_blocks.residual.BasicBlockD", "BasicBlockD")
+_RESIDUAL_OPTIONS = {
+    # arch_kwargs field: (values MaskMed's residual encoder builds, what it has). nnU-Net's ResEnc planners
+    # write none of these keys; a hand-edited plans file may.
+    "block": ((None, *_RESIDUAL_BLOCKS), "basic ResNet-D blocks (BasicBlockD)"),
+    "bottleneck_channels": ((None,), "no bottleneck blocks"),
+    "squeeze_excitation": ((None, False), "no squeeze-excitation"),
+    "stochastic_depth_p": ((None, 0, 0.0), "no stochastic depth"),
+    "pool_type": ((None, "conv"), "strided convs, no pooling layers"),
+}
+
 
 def architecture_kwargs(folder: NnUNetResultFolder) -> dict[str, Any]:
-    """``n_stages, features_per_stage, kernel_sizes, strides, n_conv_per_stage, n_conv_per_stage_decoder``
-    of the configuration's PlainConvUNet, from either plans format (checked)."""
+    """``network, n_stages, features_per_stage, kernel_sizes, strides, n_conv_per_stage`` (PlainConvUNet) or
+    ``n_blocks_per_stage`` (ResidualEncoderUNet), ``n_conv_per_stage_decoder`` of the configuration's network,
+    from either plans format (checked)."""
     source = f"{folder.path / 'plans.json'} (configuration '{folder.configuration}')"
     cfg = folder.config
-    network_class_name(cfg, folder.path / "plans.json", folder.configuration)  # raises if none is named
+    network = network_class_name(cfg, folder.path / "plans.json", folder.configuration)  # raises if none is named
+    encoder_key = "n_blocks_per_stage" if network == RESIDUAL else "n_conv_per_stage"
     arch = cfg.get("architecture")
     if isinstance(arch, dict):
         kw = dict(arch.get("arch_kwargs") or {})
+        if network == RESIDUAL:
+            _check_residual_options(kw, source)
         for key, allowed in _EXPECTED_BLOCKS.items():
             if key in kw and kw[key] not in allowed:
                 raise NnUNetModelError(
@@ -49,11 +70,12 @@ def architecture_kwargs(folder: NnUNetResultFolder) -> dict[str, Any]:
             raise NnUNetModelError(f"{source}: LeakyReLU negative_slope is {slope}; MaskMed uses 0.01")
         n = int(kw["n_stages"])
         out = {
+            "network": network,
             "n_stages": n,
             "features_per_stage": [int(f) for f in kw["features_per_stage"]],
             "kernel_sizes": [[int(k) for k in ks] for ks in kw["kernel_sizes"]],
             "strides": [[int(s) for s in st] for st in kw["strides"]],
-            "n_conv_per_stage": _as_list(kw["n_conv_per_stage"], n, "n_conv_per_stage", source),
+            encoder_key: _as_list(kw[encoder_key], n, encoder_key, source),
             "n_conv_per_stage_decoder": _as_list(
                 kw["n_conv_per_stage_decoder"], n - 1, "n_conv_per_stage_decoder", source
             ),
@@ -62,12 +84,15 @@ def architecture_kwargs(folder: NnUNetResultFolder) -> dict[str, Any]:
         kernels = cfg["conv_kernel_sizes"]
         n = len(kernels)
         base, cap = int(cfg["UNet_base_num_features"]), int(cfg.get("unet_max_num_features", 320))
+        # nnU-Net < 2.3 passed n_conv_per_stage_encoder as n_blocks_per_stage to a ResidualEncoderUNet,
+        # and conv_bias True, InstanceNorm, LeakyReLU to both networks (get_network_from_plans).
         out = {
+            "network": network,
             "n_stages": n,
             "features_per_stage": [min(base * 2**i, cap) for i in range(n)],
             "kernel_sizes": [[int(k) for k in ks] for ks in kernels],
             "strides": [[int(s) for s in st] for st in cfg["pool_op_kernel_sizes"]],
-            "n_conv_per_stage": _as_list(cfg["n_conv_per_stage_encoder"], n, "n_conv_per_stage_encoder", source),
+            encoder_key: _as_list(cfg["n_conv_per_stage_encoder"], n, "n_conv_per_stage_encoder", source),
             "n_conv_per_stage_decoder": _as_list(
                 cfg["n_conv_per_stage_decoder"], n - 1, "n_conv_per_stage_decoder", source
             ),
@@ -85,11 +110,18 @@ def model_config(folder: NnUNetResultFolder, **overrides: Any) -> ModelConfig:
     (``overrides`` replace fields, e.g. ``head="decoupled"`` to start a MaskMed model from it)."""
     arch = architecture_kwargs(folder)
     source = f"{folder.path / 'plans.json'} (configuration '{folder.configuration}')"
-    enc, dec = set(arch["n_conv_per_stage"]), set(arch["n_conv_per_stage_decoder"])
-    if len(enc) != 1 or len(dec) != 1:
+    # Residual blocks may differ per stage (ResEnc: 1, 3, 4, 6, ...); conv counts must not.
+    counts: dict[str, list[int]] = {}
+    if arch["network"] == RESIDUAL:
+        encoder_fields: dict[str, Any] = dict(encoder="residual", n_blocks_per_stage=tuple(arch["n_blocks_per_stage"]))
+    else:
+        counts["encoder"] = arch["n_conv_per_stage"]
+        encoder_fields = dict(n_conv_per_stage=arch["n_conv_per_stage"][0])
+    counts["decoder"] = arch["n_conv_per_stage_decoder"]
+    if any(len(set(c)) != 1 for c in counts.values()):
         raise NnUNetModelError(
-            f"{source}: convs per stage differ between stages (encoder {arch['n_conv_per_stage']}, decoder "
-            f"{arch['n_conv_per_stage_decoder']}); MaskMed's UNet uses one count for all stages"
+            f"{source}: convs per stage differ between stages ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
+            "MaskMed's UNet uses one count for all stages"
         )
     fields: dict[str, Any] = dict(
         in_channels=len(folder.channel_names),
@@ -97,8 +129,8 @@ def model_config(folder: NnUNetResultFolder, **overrides: Any) -> ModelConfig:
         features_per_stage=tuple(arch["features_per_stage"]),
         kernel_sizes=tuple(tuple(k) for k in arch["kernel_sizes"]),
         strides=tuple(tuple(s) for s in arch["strides"]),
-        n_conv_per_stage=enc.pop(),
-        n_conv_per_stage_decoder=dec.pop(),
+        **encoder_fields,
+        n_conv_per_stage_decoder=arch["n_conv_per_stage_decoder"][0],
         head="pointwise",
         bridge="none",
         masked_attention=False,
@@ -106,6 +138,30 @@ def model_config(folder: NnUNetResultFolder, **overrides: Any) -> ModelConfig:
     )
     fields.update(overrides)
     return ModelConfig(**fields)
+
+
+def _check_residual_options(kw: dict[str, Any], source: str) -> None:
+    """Refuse ResidualEncoderUNet options MaskMed's residual encoder does not build."""
+    for key, (allowed, has) in _RESIDUAL_OPTIONS.items():
+        if kw.get(key) not in allowed:
+            raise NnUNetModelError(
+                f"{source}: architecture.arch_kwargs.{key} is {kw[key]!r}; MaskMed's residual encoder has {has}, "
+                "so this ResidualEncoderUNet cannot be run"
+            )
+    stem = kw.get("stem_channels")
+    first = (kw.get("features_per_stage") or [None])[0]
+    if stem is not None and stem != first:
+        raise NnUNetModelError(
+            f"{source}: architecture.arch_kwargs.stem_channels is {stem}, not features_per_stage[0] ({first}); "
+            "MaskMed's residual encoder has a stem as wide as stage 0"
+        )
+    # DNA's ResidualEncoderUNet defaults to conv_bias False (nnU-Net's planners write True); a missing
+    # key therefore means no bias, which MaskMed's blocks do not build.
+    if "conv_bias" not in kw:
+        raise NnUNetModelError(
+            f"{source}: architecture.arch_kwargs.conv_bias is missing, so ResidualEncoderUNet builds convs without "
+            "bias; MaskMed's blocks have conv_bias True (what nnU-Net's ResEnc planners write)"
+        )
 
 
 def _as_list(value: Any, n: int, name: str, source: str) -> list[int]:

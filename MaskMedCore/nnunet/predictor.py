@@ -6,7 +6,7 @@
     result.write("out/", "case")
 
 What matches nnU-Net (``nnunetv2.inference.predict_from_raw_data``): preprocessing and export of the
-configuration (``MaskMedCore.nnunet.preprocessing``); the PlainConvUNet as MaskMed's point-wise
+configuration (``MaskMedCore.nnunet.preprocessing``); the PlainConvUNet or ResidualEncoderUNet as MaskMed's point-wise
 network with the checkpoint's weights (``MaskMedCore.nnunet.weights``); sliding window with
 ``tile_step_size`` (``step_size`` here), centred zero padding of inputs smaller than the patch,
 nnU-Net's Gaussian importance map (``compute_gaussian``: a filtered delta, scaled, in float16),
@@ -144,6 +144,7 @@ class NnUNetModelPredictor:
             "model": {
                 "kind": "nnunet",
                 "head": "pointwise",
+                "encoder": self.model_config.encoder,  # plain: PlainConvUNet, residual: ResidualEncoderUNet
                 "folder": str(self.folder.path),
                 "configuration": self.folder.configuration,
                 "trainer": self.folder.trainer,

@@ -9,7 +9,8 @@ nnU-Net writes one folder per trained configuration::
 This module reads the JSON files and finds the folds; it never loads a checkpoint (see
 ``nnunet.checkpoint``) and never needs torch, so the Slicer module can list such models cheaply.
 Everything MaskMed cannot run is refused here with the field that says so: region-based labels,
-cascade stages, 2D configurations, network classes other than ``PlainConvUNet``.
+cascade stages, 2D configurations, network classes other than ``PlainConvUNet`` and
+``ResidualEncoderUNet`` (nnU-Net's ResEnc presets).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from MaskMedCore.errors import MaskMedError
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth")
 REQUIRED_FILES = ("plans.json", "dataset.json")
-SUPPORTED_NETWORKS = ("PlainConvUNet",)
+SUPPORTED_NETWORKS = ("PlainConvUNet", "ResidualEncoderUNet")
 
 
 class NnUNetModelError(MaskMedError):

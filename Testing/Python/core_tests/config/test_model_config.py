@@ -40,12 +40,27 @@ def test_paper_preset_is_full_maskmed():
         ({"queries": "per_stage", "masked_attention": True}, "masked_attention"),
         ({"head": "pointwise", "num_queries": 7}, "num_queries"),
         ({"dropout": 1.5}, "dropout"),
+        ({"encoder": "resnet"}, "encoder"),
+        ({"encoder": "residual"}, "n_blocks_per_stage"),
+        ({"encoder": "residual", "n_blocks_per_stage": [1, 2, 2]}, "n_blocks_per_stage"),
+        ({"encoder": "residual", "n_blocks_per_stage": [1, 2, 0, 2]}, "n_blocks_per_stage[2]"),
+        ({"n_blocks_per_stage": [1, 2, 2, 2]}, "n_blocks_per_stage"),
     ],
 )
 def test_bad_values_name_the_field(overrides, field):
     data = {**ModelConfig.preset("tiny", 1, 3).to_dict(), **overrides}
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         ModelConfig.from_dict(data)
+
+
+def test_config_without_the_encoder_fields_loads_as_the_plain_encoder():
+    """Configs and checkpoints written before ``encoder``/``n_blocks_per_stage`` existed load unchanged."""
+    data = ModelConfig.preset("tiny", 1, 3).to_dict()
+    old = {k: v for k, v in data.items() if k not in ("encoder", "n_blocks_per_stage")}
+    cfg = ModelConfig.from_dict(old)
+    assert (cfg.encoder, cfg.n_blocks_per_stage) == ("plain", None) and cfg == ModelConfig.from_dict(data)
+    residual = cfg.replace(encoder="residual", n_blocks_per_stage=[1, 2, 2, 2])
+    assert residual.n_blocks_per_stage == (1, 2, 2, 2) and ModelConfig.from_json(residual.to_json()) == residual
 
 
 def test_unknown_key_is_rejected_by_name():

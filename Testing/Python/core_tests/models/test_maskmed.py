@@ -16,6 +16,9 @@ VARIANTS = [
     dict(head="decoupled", masked_attention=False, bridge="none"),
     *[dict(bridge=b) for b in ("standard", "deformable", "fsad")],
     dict(head="pointwise", bridge="fsad"),
+    # nnU-Net ResEnc's residual encoder under the full model and as the plain point-wise network.
+    dict(encoder="residual", n_blocks_per_stage=(1, 2, 2, 2)),
+    dict(head="pointwise", bridge="none", encoder="residual", n_blocks_per_stage=(1, 2, 2, 2)),
 ]
 
 

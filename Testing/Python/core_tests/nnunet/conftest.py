@@ -102,3 +102,27 @@ def nnunet_mri_model(tmp_path_factory) -> tuple[Path, list[Path]]:
     arch = {"patch_size": [40, 56, 40], "batch_size": 2, "features_per_stage": [8, 16, 32, 64]}
     folder = train_nnunet(root, 992, name, arch, iterations=100, fold="all")
     return folder, [source / "imagesTr" / f"{c}.nii.gz" for c in cases[8:12]]
+
+
+@pytest.fixture(scope="session")
+def nnunet_resenc_model(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """A ResEnc model: nnU-Net's ResidualEncoderUNet (the network of its ResEnc M/L/XL presets) with blocks
+    per stage (1, 2, 2, 2), trained on the phantom CT of ``nnunet_ct_model`` (transpose, CT normalisation).
+    Returns (result folder, one test image at another spacing)."""
+    require_nnunetv2()
+    from MaskMedCore.data.phantom import write_phantom_dataset
+
+    root = tmp_path_factory.mktemp("nnunet_resenc")
+    name = "Dataset993_PhantomCTResEnc"
+    write_phantom_dataset(root / "nnUNet_raw" / name, 6, seed=0, shape=(64, 64, 24), spacing=(1.2, 1.2, 5.0), name=name)
+    arch = {
+        "patch_size": [16, 48, 48],
+        "batch_size": 2,
+        "features_per_stage": [8, 16, 32, 64],
+        "spacing": [3.0, 1.5, 1.5],
+        "network": "resenc",
+        "n_blocks_per_stage": [1, 2, 2, 2],
+    }
+    folder = train_nnunet(root, 993, name, arch, iterations=120)
+    test = write_phantom_dataset(root / "test200", 1, seed=200, shape=(80, 70, 20), spacing=(0.9, 1.1, 6.0))
+    return folder, sorted((test / "imagesTr").glob("*.nii.gz"))

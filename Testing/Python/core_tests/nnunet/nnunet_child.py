@@ -6,7 +6,10 @@ SPEC: ``root`` (gets nnUNet_raw / nnUNet_preprocessed / nnUNet_results), ``datas
 ``dataset_name`` (raw data already in ``root/nnUNet_raw/<dataset_name>``), ``trainer`` (a stock nnU-Net
 trainer, e.g. ``nnUNetTrainer_1epoch``), ``fold``, ``iterations`` (per epoch), and ``arch``: the
 3d_fullres edits (``patch_size``, ``batch_size``, ``features_per_stage``, optional ``spacing``) that
-make the network small enough for a CPU test. Everything else -- fingerprint, planning (incl. the
+make the network small enough for a CPU test, and optionally ``network: "resenc"`` with
+``n_blocks_per_stage``: the configuration's network becomes the ``ResidualEncoderUNet`` that nnU-Net's
+ResEnc presets (``nnUNetResEncUNet{M,L,XL}Plans``) write, with their arch_kwargs, on the same small
+topology (1 conv per decoder stage, as those presets). Everything else -- fingerprint, planning (incl. the
 axis transpose and normalisation choice), preprocessing, training, the checkpoint -- is nnU-Net's
 own code. nnunetv2 reads its folder variables at import time, hence the child process. Prints the
 result folder as the last line.
@@ -59,8 +62,16 @@ def main(spec_path: str) -> None:
     arch["features_per_stage"] = edits["features_per_stage"]
     arch["kernel_sizes"] = arch["kernel_sizes"][:n]
     arch["strides"] = [[1, 1, 1]] + [[2, 2, 2]] * (n - 1)
-    arch["n_conv_per_stage"] = [2] * n
-    arch["n_conv_per_stage_decoder"] = [2] * (n - 1)
+    if edits.get("network") == "resenc":
+        cfg["architecture"]["network_class_name"] = (
+            "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+        )
+        arch.pop("n_conv_per_stage")
+        arch["n_blocks_per_stage"] = edits["n_blocks_per_stage"]
+        arch["n_conv_per_stage_decoder"] = [1] * (n - 1)
+    else:
+        arch["n_conv_per_stage"] = [2] * n
+        arch["n_conv_per_stage_decoder"] = [2] * (n - 1)
     plans["configurations"] = {"3d_fullres": cfg}
     plans_path.write_text(json.dumps(plans, indent=2))
     preprocess_dataset(did, configurations=("3d_fullres",), num_processes=(1,), verbose=False)

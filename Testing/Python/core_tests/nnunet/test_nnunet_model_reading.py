@@ -67,13 +67,13 @@ def test_reads_a_result_folder(tmp_path):
         (lambda p: p["configurations"]["3d_fullres"].update(previous_stage="3d_lowres"), "cascade stage"),
         (
             lambda p: p["configurations"]["3d_fullres"]["architecture"].update(
-                network_class_name="dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+                network_class_name="dynamic_network_architectures.architectures.unet.ResidualUNet"
             ),
-            "network class 'ResidualEncoderUNet'",
+            "network class 'ResidualUNet'",
         ),
         (lambda p: p.pop("configurations"), "'configurations' is missing"),
     ],
-    ids=["2d", "cascade", "resenc", "no-configurations"],
+    ids=["2d", "cascade", "residual-decoder", "no-configurations"],
 )
 def test_unsupported_plans_are_refused_naming_the_field(tmp_path, edit, message):
     folder = write_result_folder(tmp_path)
