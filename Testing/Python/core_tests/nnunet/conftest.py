@@ -46,28 +46,40 @@ def train_nnunet(root: Path, dataset_id: int, dataset_name: str, arch: dict, ite
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="session")
-def nnunet_ct_model(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """A CT model: phantom CT with 5 mm slices along the *last* array axis, so nnU-Net plans a transpose
-    ([2, 0, 1]), CT normalisation from its fingerprint and separate-z resampling to an edited 3 x 1.5 x 1.5 mm
-    spacing. Returns (result folder, test images at two other spacings)."""
-    require_nnunetv2()
+PHANTOM_CT_ARCH = {
+    "patch_size": [16, 48, 48],
+    "batch_size": 2,
+    "features_per_stage": [8, 16, 32, 64],
+    "spacing": [3.0, 1.5, 1.5],
+}
+"""The 3d_fullres edits of the phantom CT models: a small 4-stage network at an edited 3 x 1.5 x 1.5 mm spacing."""
+
+
+def train_phantom_ct(root: Path, dataset_id: int, name: str, **arch) -> Path:
+    """nnU-Net on 6 phantom CTs with 5 mm slices along the *last* array axis, so nnU-Net plans a transpose
+    ([2, 0, 1]), CT normalisation from its fingerprint and separate-z resampling; ``arch`` adds edits."""
     from MaskMedCore.data.phantom import write_phantom_dataset
 
-    root = tmp_path_factory.mktemp("nnunet_ct")
-    name = "Dataset991_PhantomCT"
     write_phantom_dataset(root / "nnUNet_raw" / name, 6, seed=0, shape=(64, 64, 24), spacing=(1.2, 1.2, 5.0), name=name)
-    arch = {
-        "patch_size": [16, 48, 48],
-        "batch_size": 2,
-        "features_per_stage": [8, 16, 32, 64],
-        "spacing": [3.0, 1.5, 1.5],
-    }
-    folder = train_nnunet(root, 991, name, arch, iterations=120)
-    tests = []
-    for seed, shape, spacing in ((100, (64, 64, 24), (1.2, 1.2, 5.0)), (200, (80, 70, 20), (0.9, 1.1, 6.0))):
-        ds = write_phantom_dataset(root / f"test{seed}", 1, seed=seed, shape=shape, spacing=spacing)
-        tests += sorted((ds / "imagesTr").glob("*.nii.gz"))
+    return train_nnunet(root, dataset_id, name, {**PHANTOM_CT_ARCH, **arch}, iterations=120)
+
+
+def phantom_test_image(root: Path, seed: int, shape, spacing) -> list[Path]:
+    from MaskMedCore.data.phantom import write_phantom_dataset
+
+    ds = write_phantom_dataset(root / f"test{seed}", 1, seed=seed, shape=shape, spacing=spacing)
+    return sorted((ds / "imagesTr").glob("*.nii.gz"))
+
+
+@pytest.fixture(scope="session")
+def nnunet_ct_model(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """A CT model (see :func:`train_phantom_ct`). Returns (result folder, test images at two spacings: the
+    training one and 0.9 x 1.1 x 6 mm, which both predictors resample)."""
+    require_nnunetv2()
+    root = tmp_path_factory.mktemp("nnunet_ct")
+    folder = train_phantom_ct(root, 991, "Dataset991_PhantomCT")
+    tests = phantom_test_image(root, 100, (64, 64, 24), (1.2, 1.2, 5.0))
+    tests += phantom_test_image(root, 200, (80, 70, 20), (0.9, 1.1, 6.0))
     return folder, tests
 
 
@@ -107,22 +119,11 @@ def nnunet_mri_model(tmp_path_factory) -> tuple[Path, list[Path]]:
 @pytest.fixture(scope="session")
 def nnunet_resenc_model(tmp_path_factory) -> tuple[Path, list[Path]]:
     """A ResEnc model: nnU-Net's ResidualEncoderUNet (the network of its ResEnc M/L/XL presets) with blocks
-    per stage (1, 2, 2, 2), trained on the phantom CT of ``nnunet_ct_model`` (transpose, CT normalisation).
+    per stage (1, 2, 2, 2), trained like ``nnunet_ct_model`` (transpose, CT normalisation).
     Returns (result folder, one test image at another spacing)."""
     require_nnunetv2()
-    from MaskMedCore.data.phantom import write_phantom_dataset
-
     root = tmp_path_factory.mktemp("nnunet_resenc")
-    name = "Dataset993_PhantomCTResEnc"
-    write_phantom_dataset(root / "nnUNet_raw" / name, 6, seed=0, shape=(64, 64, 24), spacing=(1.2, 1.2, 5.0), name=name)
-    arch = {
-        "patch_size": [16, 48, 48],
-        "batch_size": 2,
-        "features_per_stage": [8, 16, 32, 64],
-        "spacing": [3.0, 1.5, 1.5],
-        "network": "resenc",
-        "n_blocks_per_stage": [1, 2, 2, 2],
-    }
-    folder = train_nnunet(root, 993, name, arch, iterations=120)
-    test = write_phantom_dataset(root / "test200", 1, seed=200, shape=(80, 70, 20), spacing=(0.9, 1.1, 6.0))
-    return folder, sorted((test / "imagesTr").glob("*.nii.gz"))
+    folder = train_phantom_ct(
+        root, 993, "Dataset993_PhantomCTResEnc", network="resenc", n_blocks_per_stage=[1, 2, 2, 2]
+    )
+    return folder, phantom_test_image(root, 200, (80, 70, 20), (0.9, 1.1, 6.0))
