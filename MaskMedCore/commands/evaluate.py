@@ -1,4 +1,8 @@
-"""``maskmed evaluate``: Dice, HD95 and NSD of a prediction folder against a reference folder."""
+"""``maskmed evaluate``: Dice, HD95 and NSD of a prediction folder against a reference folder.
+
+``--lesion-classes`` adds lesion metrics for some classes (lesion counts, BraTS 2023 lesion-wise Dice,
+detection TP/FP/FN, AP and FROC; ``MaskMedCore.metrics.lesion_evaluation``) and a second table.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,28 @@ def register(subparsers) -> None:
     p.add_argument("--tolerance", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)")
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX.csv (default: <pred>/evaluation)")
     p.add_argument("--workers", type=int, default=1, help="cases evaluated in parallel processes (default 1)")
+    p.add_argument(
+        "--lesion-classes",
+        nargs="+",
+        metavar="NAME",
+        help="classes (names from --labels, or integer label values) that also get lesion metrics: lesion counts, "
+        "BraTS 2023 lesion-wise Dice, detection TP/FP/FN, AP at IoU 0.1/0.25/0.5 and FROC",
+    )
+    p.add_argument(
+        "--lesion-dilation",
+        type=int,
+        default=3,
+        metavar="VOXELS",
+        help="dilation of the lesion-wise Dice in voxels (default 3, BraTS 2023 glioma)",
+    )
+    p.add_argument(
+        "--min-lesion-volume",
+        type=float,
+        default=50.0,
+        metavar="MM3",
+        help="reference lesions of at most this volume are not scored by the lesion-wise Dice "
+        "(default 50 mm^3, BraTS 2023 glioma)",
+    )
     p.set_defaults(func=run)
 
 
@@ -48,6 +74,29 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def format_lesion_table(lesions: dict) -> str:
+    """A short per-class table of the ``"lesions"`` part of an ``evaluate_folders`` result."""
+    rates = "/".join(format(r, "g") for r in lesions["froc_fp_per_case"])
+    ious = [format(t, "g") for t in lesions["iou_thresholds"]]
+    froc_head = f"sens@{rates} FP/case"
+    classes = lesions["classes"]
+    width = max([len("class")] + [len(n) for n in classes])
+    ap_heads = "  ".join(f"{'AP@' + t:>7}" for t in ious)
+    lines = [
+        f"lesions (26-connected): lesion-wise Dice as BraTS 2023 (dilation {lesions['dilation_voxels']} voxels, "
+        f"lesions <= {lesions['min_volume_mm3']:g} mm^3 left out); AP and FROC score each component 1.0",
+        f"{'class':<{width}}  {'ref':>5}  {'pred':>5}  {'Dice':>7}  {'lesion Dice':>11}  {ap_heads}  {froc_head}",
+    ]
+    for name, m in classes.items():
+        aps = "  ".join(f"{_fmt(m['detection'][t]['ap'], 4):>7}" for t in ious)
+        froc = "/".join(_fmt(s, 2) for s in m["froc"].values())
+        lines.append(
+            f"{name:<{width}}  {m['ref_lesions']:>5}  {m['pred_lesions']:>5}  {_fmt(m['voxel_dice'], 4):>7}  "
+            f"{_fmt(m['lesion_dice'], 4):>11}  {aps}  {froc}"
+        )
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from MaskMedCore.metrics.evaluate import evaluate_folders, read_dataset_labels, write_report
 
@@ -56,7 +105,20 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
         raise ConfigError(f"--tolerance must be a number of mm >= 0, got {args.tolerance}")
     labels = read_dataset_labels(args.labels) if args.labels else None
-    result = evaluate_folders(args.pred, args.ref, labels, tolerance_mm=args.tolerance, workers=args.workers)
+    if args.lesion_dilation < 0:
+        raise ConfigError(f"--lesion-dilation must be a number of voxels >= 0, got {args.lesion_dilation}")
+    if not (math.isfinite(args.min_lesion_volume) and args.min_lesion_volume >= 0):
+        raise ConfigError(f"--min-lesion-volume must be a number of mm^3 >= 0, got {args.min_lesion_volume}")
+    result = evaluate_folders(
+        args.pred,
+        args.ref,
+        labels,
+        tolerance_mm=args.tolerance,
+        workers=args.workers,
+        lesion_classes=args.lesion_classes,
+        lesion_dilation=args.lesion_dilation,
+        min_lesion_volume_mm3=args.min_lesion_volume,
+    )
     prefix = args.out if args.out else str(Path(args.pred) / "evaluation")
     json_path, csv_path = write_report(result, f"{prefix}.json", f"{prefix}.csv")
     print(f"{result['n_cases']} cases")
@@ -64,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         print("no foreground classes found")
     else:
         print(format_table(result))
+    if "lesions" in result:
+        print(format_lesion_table(result["lesions"]))
     if result["ignored_values"]:
         print(f"note: label values {result['ignored_values']} are in no class of --labels and were not scored")
     print(f"wrote {json_path} and {csv_path}")

@@ -59,12 +59,24 @@ def forward_batch_padded(model: torch.nn.Module, tiles: torch.Tensor, min_batch:
     if B >= min_batch:
         return model(tiles)
     padded = torch.cat([tiles, tiles[-1:].expand(min_batch - B, *tiles.shape[1:])])
-    out = model(padded)
-    return MaskMedOutput(
-        class_logits=out.class_logits[:B],
-        mask_logits=[m[:B] for m in out.mask_logits],
-        stage_class_logits=[c[:B] for c in out.stage_class_logits],
-        class_embeddings=out.class_embeddings[:B],
-        mask_embeddings=out.mask_embeddings[:B],
-        decoupled=out.decoupled,
-    )
+    return model(padded).take(slice(0, B))
+
+
+def network_forward(model: torch.nn.Module, min_batch: int, reuse_constant_tiles: bool):
+    """The tile forward a predictor uses: ``forward_batch_padded`` (``min_batch`` on the CPU, 1 elsewhere),
+    wrapped in a fresh :class:`~MaskMedCore.inference.constant_tiles.ConstantTileForward` when asked.
+
+    Returns:
+        A callable (B, C, d, h, w) tiles -> ``MaskMedOutput``.
+    """
+    from MaskMedCore.inference.constant_tiles import ConstantTileForward
+
+    def run(tiles: torch.Tensor) -> MaskMedOutput:
+        return forward_batch_padded(model, tiles, min_batch if tiles.device.type == "cpu" else 1)
+
+    return ConstantTileForward(run) if reuse_constant_tiles else run
+
+
+def tile_counts(forward) -> dict[str, int]:
+    """``{"computed": n, "reused": m}`` of a ``network_forward`` (zeros without constant-tile reuse)."""
+    return {"computed": getattr(forward, "computed", 0), "reused": getattr(forward, "reused", 0)}

@@ -14,7 +14,6 @@ optional mirroring TTA, then the per-class probabilities are resampled back one 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -29,7 +28,8 @@ import torch
 from MaskMedCore.engine.checkpoint import Checkpoint, load_checkpoint
 from MaskMedCore.engine.trainer import resolve_device
 from MaskMedCore.errors import DataError
-from MaskMedCore.inference.cpu_batching import default_tile_batch, forward_batch_padded, needs_batch_padding
+from MaskMedCore.inference.cpu_batching import default_tile_batch, needs_batch_padding, network_forward, tile_counts
+from MaskMedCore.inference.precision import check_precision, forward_autocast
 from MaskMedCore.inference.query_summary import (
     QueryAccumulator,
     QueryInfo,
@@ -140,6 +140,10 @@ class Predictor:
     tile_batch_size: tiles per network call; ``None`` picks :func:`default_tile_batch`.
     overlap: sliding-window overlap (nnU-Net: 0.5).
     tta: mirroring test-time augmentation over all three axes.
+    precision: ``auto`` (bfloat16 on CUDA, float32 on the CPU), ``fp32`` or ``bf16`` (also on CPUs with native
+        bfloat16); see ``MaskMedCore.inference.precision``.
+    reuse_constant_tiles: run the network once per distinct constant tile (CT air, padding) and reuse its
+        output (``constant_tiles``; exact). ``tile_counts`` then says how many tiles were computed/reused.
     """
 
     def __init__(
@@ -149,10 +153,15 @@ class Predictor:
         tile_batch_size: int | None = None,
         overlap: float = 0.5,
         tta: bool = False,
+        reuse_constant_tiles: bool = True,
+        precision: str = "auto",
     ) -> None:
         self.checkpoint = checkpoint
+        self.reuse_constant_tiles = reuse_constant_tiles
+        self.tile_counts = {"computed": 0, "reused": 0}
         self.plan = checkpoint.plan
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.precision = check_precision(precision, self.device)
         self.model = checkpoint.build_model(self.device)
         self.model.deep_supervision = False
         if tile_batch_size is None:
@@ -210,13 +219,13 @@ class Predictor:
         K = self.plan.num_classes
         accumulator = QueryAccumulator()
         weights = {}
+        forward = network_forward(self.model, self.min_batch, self.reuse_constant_tiles)
 
         def predict_fn(tiles: torch.Tensor) -> torch.Tensor:
             if next(self.model.parameters()).device != tiles.device:  # CPU fallback after CUDA OOM
                 self.model.to(tiles.device)
-            amp = torch.autocast("cuda", dtype=torch.bfloat16) if tiles.is_cuda else contextlib.nullcontext()
-            with torch.no_grad(), amp:
-                out = forward_batch_padded(self.model, tiles, self.min_batch if tiles.device.type == "cpu" else 1)
+            with torch.no_grad(), forward_autocast(tiles.device, self.precision, torch.bfloat16):
+                out = forward(tiles)
             key = (tiles.device, tuple(tiles.shape[2:]))
             if key not in weights:
                 weights[key] = gaussian_importance_map(tuple(tiles.shape[2:]), 1 / 8, tiles.device, torch.float32)
@@ -240,6 +249,7 @@ class Predictor:
             progress=progress,
             cancel=cancel,
         )
+        self.tile_counts = tile_counts(forward)
         labels = restore_labels(merged[:K], properties).astype(np.uint8)
         label_image = array_to_image(labels, properties)
         spacing = label_image.GetSpacing()

@@ -10,6 +10,10 @@ defined), and the overall means average the per-class means over the foreground 
 Classes are either given as ``{name: value}`` (a region is ``{name: [value, ...]}``, the union of
 those label values, as in nnU-Net's region-based dataset.json) or, by default, are every non-zero
 value found in either folder, named by the value. Value 0 is background and is never scored.
+
+With ``lesion_classes`` the chosen classes also get lesion metrics (lesion counts, BraTS 2023 lesion-wise
+Dice, detection TP/FP/FN, AP and FROC; see ``MaskMedCore.metrics.lesion_evaluation``); without it the
+result is exactly what it was before those existed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ import numpy as np
 
 from MaskMedCore.errors import ConfigError, DataError
 from MaskMedCore.io_utils import atomic_write_text
+from MaskMedCore.metrics.lesion_evaluation import (
+    LESION_CSV_COLUMNS,
+    LesionSettings,
+    case_lesion_metrics,
+    lesion_csv_cells,
+    resolve_lesion_classes,
+    summarise_lesions,
+)
+from MaskMedCore.metrics.lesions import BRATS_DILATION_VOXELS, BRATS_MIN_VOLUME_MM3
 from MaskMedCore.metrics.overlap import class_mask, dice_score
 from MaskMedCore.metrics.surface import surface_metrics
 
@@ -150,8 +163,14 @@ def _present_values(label_map: np.ndarray) -> set[int]:
     return {int(v) for v in np.unique(label_map)}
 
 
-def _evaluate_case(pred_path: Path, ref_path: Path, classes: Classes | None, tolerance_mm: float) -> dict:
-    """Metrics of one case; with ``classes=None`` every non-zero value present is a class."""
+def _evaluate_case(
+    pred_path: Path, ref_path: Path, classes: Classes | None, tolerance_mm: float, lesions: LesionSettings | None = None
+) -> dict:
+    """Metrics of one case; with ``classes=None`` every non-zero value present is a class.
+
+    With ``lesions`` the case also has ``"lesions"`` (JSON-ready) and ``"lesion_detections"``
+    (``{name: CaseDetections}``, picklable, popped by ``evaluate_folders`` for AP and FROC).
+    """
     pred, pred_img = _read_label_map(pred_path)
     ref, ref_img = _read_label_map(ref_path)
     _check_same_grid(pred_path, pred_img, ref_path, ref_img)
@@ -171,7 +190,16 @@ def _evaluate_case(pred_path: Path, ref_path: Path, classes: Classes | None, tol
             "pred_voxels": int(np.count_nonzero(pred_mask)),
             "ref_voxels": int(np.count_nonzero(ref_mask)),
         }
-    return {"case": ref_path.name, "spacing": list(spacing), "metrics": metrics, "present_values": sorted(present)}
+    case = {"case": ref_path.name, "spacing": list(spacing), "metrics": metrics, "present_values": sorted(present)}
+    if lesions is not None:
+        case["lesions"], case["lesion_detections"] = {}, {}
+        for name, values in lesions.classes.items():
+            pred_mask = class_mask(pred, values[0] if len(values) == 1 else values)
+            ref_mask = class_mask(ref, values[0] if len(values) == 1 else values)
+            case["lesions"][name], case["lesion_detections"][name] = case_lesion_metrics(
+                pred_mask, ref_mask, spacing, lesions
+            )
+    return case
 
 
 def _mean(values: list[float]) -> float:
@@ -185,6 +213,9 @@ def evaluate_folders(
     labels: Mapping[str, int | Sequence[int]] | None = None,
     tolerance_mm: float = 2.0,
     workers: int = 1,
+    lesion_classes: Sequence[str | int] | None = None,
+    lesion_dilation: int = BRATS_DILATION_VOXELS,
+    min_lesion_volume_mm3: float = BRATS_MIN_VOLUME_MM3,
 ) -> dict:
     """Dice, HD95 and NSD of every predicted label map against its reference, per case and class.
 
@@ -197,6 +228,12 @@ def evaluate_folders(
             class are left out and listed in ``ignored_values``.
         tolerance_mm: NSD tolerance in mm.
         workers: cases evaluated in parallel processes (1: in this process).
+        lesion_classes: class names of ``labels`` or integer label values that also get lesion metrics
+            (``MaskMedCore.metrics.lesion_evaluation``); ``None``: none, and no ``"lesions"`` keys.
+            Without ``labels`` a value present in no file is still scored (as a class empty everywhere).
+        lesion_dilation: dilation in voxels of the BraTS 2023 lesion-wise Dice (default 3, BraTS-GLI).
+        min_lesion_volume_mm3: reference lesions of at most this volume are not scored by the
+            lesion-wise Dice (default 50 mm^3, BraTS-GLI).
 
     Returns:
         A JSON-ready dict (floats are plain; undefined values are ``nan``)::
@@ -208,10 +245,13 @@ def evaluate_folders(
              "per_class": {name: {"dice", "hd95", "nsd", "n_cases", "n_hd95_undefined"}},
              "mean": {"dice", "hd95", "nsd"}}   # over foreground classes
 
+        With ``lesion_classes`` each case also has ``"lesions": {name: case_lesion_metrics(...)[0]}`` and
+        the result ``"lesions": summarise_lesions(...)``.
+
     Raises:
         DataError: a folder is missing or empty, a file has no counterpart, cannot be read, is not a
             label map, or its grid differs from its counterpart's.
-        ConfigError: bad ``labels``, ``tolerance_mm`` or ``workers``.
+        ConfigError: bad ``labels``, ``tolerance_mm``, ``workers``, ``lesion_classes`` or lesion settings.
     """
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     if not (isinstance(tolerance_mm, (int, float)) and math.isfinite(tolerance_mm) and tolerance_mm >= 0):
@@ -219,6 +259,11 @@ def evaluate_folders(
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
     classes = _normalise_classes(labels) if labels is not None else None
+    lesions = None
+    if lesion_classes is not None:
+        lesions = LesionSettings(
+            resolve_lesion_classes(lesion_classes, classes), lesion_dilation, min_lesion_volume_mm3
+        )
 
     preds = _list_label_maps(pred_dir, "prediction")
     refs = _list_label_maps(ref_dir, "reference")
@@ -234,7 +279,7 @@ def evaluate_folders(
         raise DataError(f"reference {ref_dir / extra[0]}{more} missing for prediction {preds[extra[0]]}")
 
     names = sorted(refs)
-    jobs = [(preds[n], refs[n], classes, float(tolerance_mm)) for n in names]
+    jobs = [(preds[n], refs[n], classes, float(tolerance_mm), lesions) for n in names]
     if workers == 1 or len(jobs) == 1:
         cases = [_evaluate_case(*job) for job in jobs]
     else:
@@ -243,13 +288,20 @@ def evaluate_folders(
 
     present = set().union(*(set(c.pop("present_values")) for c in cases))
     if classes is None:
-        classes = {str(v): (v,) for v in sorted(present)}
+        lesion_values = {values[0] for values in lesions.classes.values()} if lesions else set()
+        classes = {str(v): (v,) for v in sorted(present | lesion_values)}
         for case in cases:  # a value absent from both files of a case: both masks empty
             case["metrics"] = {
                 n: case["metrics"].get(n, {"dice": 1.0, "hd95": 0.0, "nsd": 1.0, "pred_voxels": 0, "ref_voxels": 0})
                 for n in classes
             }
     covered = {v for values in classes.values() for v in values}
+    lesion_summary = None
+    if lesions is not None:
+        detections = {name: [c["lesion_detections"][name] for c in cases] for name in lesions.classes}
+        for case in cases:
+            del case["lesion_detections"]  # not JSON; only AP and FROC need them
+        lesion_summary = summarise_lesions(lesions, [c["lesions"] for c in cases], detections)
 
     per_class = {}
     for name in classes:
@@ -261,7 +313,7 @@ def evaluate_folders(
             "n_cases": len(rows),
             "n_hd95_undefined": sum(math.isnan(r["hd95"]) for r in rows),
         }
-    return {
+    result = {
         "pred_dir": str(pred_dir),
         "ref_dir": str(ref_dir),
         "tolerance_mm": float(tolerance_mm),
@@ -272,6 +324,9 @@ def evaluate_folders(
         "per_class": per_class,
         "mean": {m: _mean([pc[m] for pc in per_class.values()]) for m in METRIC_NAMES},
     }
+    if lesion_summary is not None:
+        result["lesions"] = lesion_summary
+    return result
 
 
 def _json_ready(obj):
@@ -296,7 +351,10 @@ def write_report(result: dict, out_json: str | os.PathLike, out_csv: str | os.Pa
 
     The JSON is the result with nan written as ``null``. The CSV has one row per case and class
     (columns ``CSV_COLUMNS``), then one row per class with case ``mean``, then the overall row
-    (case ``mean``, class ``foreground_mean``); undefined values are empty cells.
+    (case ``mean``, class ``foreground_mean``); undefined values are empty cells. A result with
+    ``"lesions"`` has the extra columns ``LESION_CSV_COLUMNS``, filled for the lesion classes: per case
+    its counts and lesion-wise Dice; in the class's ``mean`` row the count totals, the mean lesion-wise
+    Dice and the AP at each IoU (FROC is in the JSON only).
 
     Returns:
         The two paths written.
@@ -307,13 +365,38 @@ def write_report(result: dict, out_json: str | os.PathLike, out_csv: str | os.Pa
     json_path = atomic_write_text(out_json, json.dumps(_json_ready(result), indent=2, allow_nan=False) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    lesions = result.get("lesions")
+
+    def lesion_cells(entry) -> list[str]:  # no extra cells at all without lesion metrics
+        return [_csv_number(v) for v in lesion_csv_cells(entry)] if lesions else []
+
+    writer.writerow(CSV_COLUMNS + (LESION_CSV_COLUMNS if lesions else ()))
     for case in result["cases"]:
         for name, m in case["metrics"].items():
-            writer.writerow([case["case"], name, *(_csv_number(m[k]) for k in CSV_COLUMNS[2:7]), ""])
+            writer.writerow(
+                [
+                    case["case"],
+                    name,
+                    *(_csv_number(m[k]) for k in CSV_COLUMNS[2:7]),
+                    "",
+                    *lesion_cells(case.get("lesions", {}).get(name)),
+                ]
+            )
     for name, m in result["per_class"].items():
-        writer.writerow(["mean", name, *(_csv_number(m[k]) for k in METRIC_NAMES), "", "", m["n_hd95_undefined"]])
+        writer.writerow(
+            [
+                "mean",
+                name,
+                *(_csv_number(m[k]) for k in METRIC_NAMES),
+                "",
+                "",
+                m["n_hd95_undefined"],
+                *lesion_cells(lesions["classes"].get(name) if lesions else None),
+            ]
+        )
     mean = result["mean"]
-    writer.writerow(["mean", "foreground_mean", *(_csv_number(mean[k]) for k in METRIC_NAMES), "", "", ""])
+    writer.writerow(
+        ["mean", "foreground_mean", *(_csv_number(mean[k]) for k in METRIC_NAMES), "", "", "", *lesion_cells(None)]
+    )
     csv_path = atomic_write_text(out_csv, buffer.getvalue())
     return json_path, csv_path

@@ -52,6 +52,41 @@ class MaskMedOutput:
         """K: real classes, background included, no-object excluded."""
         return self.class_logits.shape[-1] - 1
 
+    def take(self, index: slice | Tensor) -> MaskMedOutput:
+        """The outputs of some batch items: every tensor indexed along its batch dim (dim 0).
+
+        ``index`` is a slice (views) or a 1-D long tensor of item positions (copies, in that order).
+        """
+        if isinstance(index, slice):
+            pick = lambda t: t[index]  # noqa: E731
+        else:
+            pick = lambda t: t.index_select(0, index.to(t.device))  # noqa: E731
+        return MaskMedOutput(
+            class_logits=pick(self.class_logits),
+            mask_logits=[pick(m) for m in self.mask_logits],
+            stage_class_logits=[pick(c) for c in self.stage_class_logits],
+            class_embeddings=pick(self.class_embeddings),
+            mask_embeddings=pick(self.mask_embeddings),
+            decoupled=self.decoupled,
+        )
+
+    @staticmethod
+    def concat(outputs: list[MaskMedOutput]) -> MaskMedOutput:
+        """Join outputs of the same network along the batch dim, in list order."""
+        if not outputs:
+            raise ValueError("concat needs at least one output")
+        first = outputs[0]
+        return MaskMedOutput(
+            class_logits=torch.cat([o.class_logits for o in outputs]),
+            mask_logits=[torch.cat(parts) for parts in zip(*(o.mask_logits for o in outputs), strict=True)],
+            stage_class_logits=[
+                torch.cat(parts) for parts in zip(*(o.stage_class_logits for o in outputs), strict=True)
+            ],
+            class_embeddings=torch.cat([o.class_embeddings for o in outputs]),
+            mask_embeddings=torch.cat([o.mask_embeddings for o in outputs]),
+            decoupled=first.decoupled,
+        )
+
 
 def coupled_class_logits(class_logits: Tensor, mask_logits: Tensor) -> Tensor:
     """Per-voxel class logits of a coupled head, ``sum_q M_cls[q, k] * mask_logit_q``.

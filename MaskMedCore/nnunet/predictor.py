@@ -11,7 +11,8 @@ network with the checkpoint's weights (``MaskMedCore.nnunet.weights``); sliding 
 ``tile_step_size`` (``step_size`` here), centred zero padding of inputs smaller than the patch,
 nnU-Net's Gaussian importance map (``compute_gaussian``: a filtered delta, scaled, in float16),
 mirroring over the checkpoint's ``inference_allowed_mirroring_axes`` averaged in logit space, folds
-averaged in logit space, ``autocast`` (float16) on CUDA only.
+averaged in logit space, ``autocast`` (float16) on CUDA by default (``precision``: bfloat16 on request,
+also on the CPU).
 
 Deliberate differences: the accumulators are float32 (nnU-Net: float16), and on the CPU small tiles
 are sent two at a time where a batch-1 convolution would fall off oneDNN (identical outputs,
@@ -21,7 +22,6 @@ are sent two at a time where a batch-1 convolution would fall off oneDNN (identi
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Sequence
 
@@ -30,7 +30,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from MaskMedCore.engine.trainer import resolve_device
-from MaskMedCore.inference.cpu_batching import default_tile_batch, forward_batch_padded, needs_batch_padding
+from MaskMedCore.inference.cpu_batching import default_tile_batch, needs_batch_padding, network_forward, tile_counts
+from MaskMedCore.inference.precision import check_precision, forward_autocast
 from MaskMedCore.inference.predictor import ImageInput, Prediction, read_case_channels
 from MaskMedCore.inference.query_summary import class_volumes_ml
 from MaskMedCore.nnunet.checkpoint import load_nnunet_checkpoint
@@ -83,6 +84,10 @@ class NnUNetModelPredictor:
     tta: mirroring over the checkpoint's allowed axes (nnU-Net's default is on; MaskMed's CLI default off).
     step_size: nnU-Net's ``tile_step_size`` (0.5 = half-patch overlap).
     tile_batch_size: tiles per network call (default as MaskMed's predictor).
+    precision: ``auto`` (float16 autocast on CUDA as nnU-Net, float32 on the CPU), ``fp32`` or ``bf16``
+        (``MaskMedCore.inference.precision``).
+    reuse_constant_tiles: run the network once per distinct constant tile and reuse its output (exact; see
+        ``MaskMedCore.inference.constant_tiles``); ``tile_counts`` then says how many were computed/reused.
     """
 
     def __init__(
@@ -94,7 +99,11 @@ class NnUNetModelPredictor:
         tta: bool = False,
         step_size: float = 0.5,
         tile_batch_size: int | None = None,
+        reuse_constant_tiles: bool = True,
+        precision: str = "auto",
     ) -> None:
+        self.reuse_constant_tiles = reuse_constant_tiles
+        self.tile_counts = {"computed": 0, "reused": 0}
         self.folder = folder if isinstance(folder, NnUNetResultFolder) else read_result_folder(folder)
         if not 0 < step_size <= 1:
             raise NnUNetModelError(f"step_size must be in (0, 1] (nnU-Net's tile_step_size), got {step_size}")
@@ -103,6 +112,7 @@ class NnUNetModelPredictor:
         self.preprocessing = NnUNetPreprocessing.from_folder(self.folder)
         self.model_config = model_config(self.folder)
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.precision = check_precision(precision, self.device)
         checkpoints = [load_nnunet_checkpoint(self.folder.checkpoint_path(f, name)) for f in self.folds]
         source = str(self.folder.path)
         self.states = [nnunet_to_maskmed_state(c.network_weights, source=str(c.path)) for c in checkpoints]
@@ -160,9 +170,12 @@ class NnUNetModelPredictor:
 
         image = torch.from_numpy(np.ascontiguousarray(data))
         total = None
+        counts = {"computed": 0, "reused": 0}
         for i, state in enumerate(self.states):
             if len(self.states) > 1:
                 self.model.load_state_dict(state)
+            # A new forward per fold: stored constant-tile outputs belong to one set of weights.
+            forward = network_forward(self.model, self.min_batch, self.reuse_constant_tiles)
 
             def fold_progress(done: int, tiles: int, i=i) -> None:
                 if progress is not None:
@@ -170,7 +183,7 @@ class NnUNetModelPredictor:
 
             out = sliding_window_predict(
                 image,
-                self._predict_tiles,
+                lambda tiles, forward=forward: self._predict_tiles(tiles, forward),
                 self.folder.patch_size,
                 overlap=self.overlap,
                 tile_batch_size=self.tile_batch_size,
@@ -182,17 +195,18 @@ class NnUNetModelPredictor:
                 center_padding=True,
             )
             total = out if total is None else total.add_(out)
+            counts = {k: v + tile_counts(forward)[k] for k, v in counts.items()}
+        self.tile_counts = counts
         if len(self.states) > 1:
             total /= len(self.states)
         return total
 
-    def _predict_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
-        """(B, C, d, h, w) -> (B, K, d, h, w) logits of the point-wise network."""
+    def _predict_tiles(self, tiles: torch.Tensor, forward) -> torch.Tensor:
+        """(B, C, d, h, w) -> (B, K, d, h, w) logits of the point-wise network (``forward``: ``network_forward``)."""
         if next(self.model.parameters()).device != tiles.device:  # CPU fallback after CUDA OOM
             self.model.to(tiles.device)
-        amp = torch.autocast("cuda") if tiles.is_cuda else contextlib.nullcontext()
-        with torch.no_grad(), amp:
-            out = forward_batch_padded(self.model, tiles, self.min_batch if tiles.device.type == "cpu" else 1)
+        with torch.no_grad(), forward_autocast(tiles.device, self.precision, torch.float16):
+            out = forward(tiles)
         return out.mask_logits[-1].float()
 
     def predict(

@@ -43,9 +43,20 @@ def _cases(images: str, limit: int) -> list[str]:
 
 
 def child_predict(
-    kind: str, model: str, images: list[str], folds: list[str], tta: bool, step_size: float, out: str
+    kind: str,
+    model: str,
+    images: list[str],
+    folds: list[str],
+    tta: bool,
+    step_size: float,
+    out: str,
+    mirror_axes: list[int] | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
-    """One row in this process: build the predictor, predict every case, save the labels to ``out`` (.npz)."""
+    """One row in this process: build the predictor, predict every case, save the labels to ``out`` (.npz).
+
+    ``mirror_axes`` (with ``tta``) replaces the checkpoint's allowed mirror axes: a model trained without
+    mirroring stores none, and nnU-Net then mirrors nothing even when asked to."""
     import numpy as np
     import SimpleITK as sitk
     import torch
@@ -71,6 +82,8 @@ def child_predict(
         predictor.initialize_from_trained_model_folder(
             model, use_folds=folds_arg, checkpoint_name="checkpoint_final.pth"
         )
+        if tta and mirror_axes is not None:
+            predictor.allowed_mirroring_axes = tuple(mirror_axes)
         io = SimpleITKIO()
 
         def predict(path: str):
@@ -79,12 +92,21 @@ def child_predict(
     else:
         from MaskMedCore.nnunet.predictor import NnUNetModelPredictor
 
-        ours = NnUNetModelPredictor(model, folds=folds, device="cpu", tta=tta, step_size=step_size)
+        ours = NnUNetModelPredictor(model, folds=folds, device="cpu", tta=tta, step_size=step_size, precision=precision)
+        if tta and mirror_axes is not None:
+            ours.mirror_axes = tuple(mirror_axes)
 
         def predict(path: str):
             return sitk.GetArrayFromImage(ours.predict(path).labels)
 
-    load_s = time.perf_counter() - t0
+    return time_cases(predict, images, out, time.perf_counter() - t0)
+
+
+def time_cases(predict, images: list[str], out: str, load_s: float) -> dict[str, Any]:
+    """Predict every case with ``predict(path) -> label array``, timed and RAM-measured; labels saved to ``out``."""
+    import numpy as np
+    import torch
+
     labels = {}
     with bh.PeakMemory("cpu") as peak:
         t1 = time.perf_counter()

@@ -95,14 +95,16 @@ def dataset_json(dataset: str = DATASET, labels: dict | None = None, **extra) ->
     }
 
 
-def write_checkpoint(path: Path, plans: dict, dataset: dict, fold: int | str = 0) -> Path:
-    """A ``checkpoint_*.pth`` as nnU-Net v2 saves it (tiny weights)."""
+def write_checkpoint(path: Path, plans: dict, dataset: dict, fold: int | str = 0, weights: dict | None = None) -> Path:
+    """A ``checkpoint_*.pth`` as nnU-Net v2 saves it (``weights``, default: one tiny tensor)."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    if weights is None:
+        weights = {"encoder.stages.0.0.convs.0.conv.weight": torch.zeros(8, 1, 3, 3, 3)}
     torch.save(
         {
-            "network_weights": {"encoder.stages.0.0.convs.0.conv.weight": torch.zeros(8, 1, 3, 3, 3)},
+            "network_weights": weights,
             "optimizer_state": {"state": {}, "param_groups": []},
             "grad_scaler_state": None,
             "logging": {"mean_fg_dice": [], "ema_fg_dice": [], "train_losses": [], "val_losses": []},
