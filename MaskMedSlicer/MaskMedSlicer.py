@@ -675,6 +675,7 @@ class MaskMedSlicerLogic(ScriptedLoadableModuleLogic):
         segmentationNode = logic.segment(volumeNode)                       # bundled demo model, blocking
         segmentationNode = logic.segment(volumeNode, "hippocampus", roi=roiNode)   # a bundled model, in an ROI
         queries = logic.queries()                                          # per-query class, score, volume
+        instances = logic.instances()                                      # lesions, boxes, case classification
         overlayNode, segmentId = logic.showQuery(3)                        # query 3's map and mask
 
     The panel and the console share ``segmentTask``: a new run replaces the previous run's inspection
@@ -754,6 +755,11 @@ class MaskMedSlicerLogic(ScriptedLoadableModuleLogic):
     def queries(self) -> list:
         """Per-query dicts (index, class_name, score, volume_ml, class_distribution, ...) of the last result."""
         return self.lastResult.queries.queries
+
+    def instances(self) -> dict:
+        """Instances, boxes and case classification of the last result as plain data (empty lists / dict for a
+        model without them); the nodes are "<volume> instances", "lesion 1 (mask box)", ... (see instance_views)."""
+        return self.coreLogic.instances(self.lastResult)
 
     def showQuery(self, index: int, threshold: float = 0.5):
         """Show query ``index``'s probability map and mask; returns (overlay volume node, segment ID)."""

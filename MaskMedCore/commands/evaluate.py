@@ -49,6 +49,12 @@ def register(subparsers) -> None:
         help="reference lesions of at most this volume are not scored by the lesion-wise Dice "
         "(default 50 mm^3, BraTS 2023 glioma)",
     )
+    p.add_argument(
+        "--case-labels",
+        metavar="DATASET_JSON",
+        help="dataset.json with case_labels: score the case-level predictions of <case>_summary.json "
+        "(accuracy and ROC AUC per task)",
+    )
     p.set_defaults(func=run)
 
 
@@ -84,7 +90,8 @@ def format_lesion_table(lesions: dict) -> str:
     ap_heads = "  ".join(f"{'AP@' + t:>7}" for t in ious)
     lines = [
         f"lesions (26-connected): lesion-wise Dice as BraTS 2023 (dilation {lesions['dilation_voxels']} voxels, "
-        f"lesions <= {lesions['min_volume_mm3']:g} mm^3 left out); AP and FROC score each component 1.0",
+        f"lesions <= {lesions['min_volume_mm3']:g} mm^3 left out); AP and FROC use the model's instance scores "
+        "where the predictions have <case>_instances files, else score each component 1.0",
         f"{'class':<{width}}  {'ref':>5}  {'pred':>5}  {'Dice':>7}  {'lesion Dice':>11}  {ap_heads}  {froc_head}",
     ]
     for name, m in classes.items():
@@ -95,6 +102,19 @@ def format_lesion_table(lesions: dict) -> str:
             f"{_fmt(m['lesion_dice'], 4):>11}  {aps}  {froc}"
         )
     return "\n".join(lines)
+
+
+def _read_case_labels(path: str):
+    """(tasks, truth) from a dataset.json's ``case_labels`` (``data/multitask_spec.py``)."""
+    from MaskMedCore.data.dataset import load_dataset
+
+    meta = Path(path)
+    if meta.is_dir():
+        meta = meta / "dataset.json"
+    spec = load_dataset(meta.parent).multitask
+    if not spec.case_tasks:
+        raise ConfigError(f"--case-labels {path}: dataset.json declares no case_labels tasks")
+    return spec.case_tasks, spec.case_labels
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         lesion_classes=args.lesion_classes,
         lesion_dilation=args.lesion_dilation,
         min_lesion_volume_mm3=args.min_lesion_volume,
+        case_labels=_read_case_labels(args.case_labels) if args.case_labels else None,
     )
     prefix = args.out if args.out else str(Path(args.pred) / "evaluation")
     json_path, csv_path = write_report(result, f"{prefix}.json", f"{prefix}.csv")
@@ -128,6 +149,20 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(result))
     if "lesions" in result:
         print(format_lesion_table(result["lesions"]))
+        for name, m in result["lesions"]["classes"].items():
+            if "boxes" in m:
+                b = m["boxes"]
+                print(
+                    f"{name} boxes (IoU with the reference lesion's box; small <= {b['small_lesion_mm3']:g} mm^3): "
+                    f"mask {_fmt(b['mask_all'], 3)} (small {_fmt(b['mask_small'], 3)}, n={b['n_mask_small']}), "
+                    f"head {_fmt(b['head_all'], 3)} (small {_fmt(b['head_small'], 3)}, n={b['n_head_small']})"
+                )
+    for task, m in result.get("case_classification", {}).items():
+        note = f" ({m['auc_note']})" if m["auc_note"] else ""
+        print(
+            f"case task {task}: accuracy {_fmt(m['accuracy'], 3)}, ROC AUC {_fmt(m['roc_auc'], 3)}{note} "
+            f"({m['n_labelled']} of {m['n_cases']} cases labelled)"
+        )
     if result["ignored_values"]:
         print(f"note: label values {result['ignored_values']} are in no class of --labels and were not scored")
     print(f"wrote {json_path} and {csv_path}")

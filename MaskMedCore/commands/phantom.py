@@ -17,6 +17,14 @@ def register(subparsers) -> None:
     p.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="array size (default 48 96 96)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("D", "H", "W"), help="voxel size in mm (default 4 3 3)")
     p.add_argument("--name", default="MaskMedPhantom", help="dataset name written to dataset.json")
+    p.add_argument(
+        "--lesions",
+        type=int,
+        default=0,
+        metavar="MAX",
+        help="add 0..MAX liver/kidney lesions per case (label 'lesion', instance maps in instancesTr/, case labels "
+        "lesion_count and lesion_type in dataset.json); default 0: no lesions",
+    )
     p.set_defaults(func=run)
 
 
@@ -27,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--cases must be at least 1, got {args.cases}")
     if args.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.lesions < 0:
+        raise ConfigError(f"--lesions must be a non-negative integer (the most lesions per case), got {args.lesions}")
     out = write_phantom_dataset(
         args.out,
         args.cases,
@@ -34,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         shape=tuple(args.shape) if args.shape else DEFAULT_PHANTOM_SHAPE,
         spacing=tuple(args.spacing) if args.spacing else DEFAULT_PHANTOM_SPACING,
         name=args.name,
+        max_lesions=args.lesions,
     )
     print(out)
     return 0

@@ -62,6 +62,13 @@ def register(subparsers) -> None:
         default="final",
         help="nnU-Net models: final, best, latest or a checkpoint file name in fold_X (default final)",
     )
+    p.add_argument(
+        "--instance-threshold",
+        type=float,
+        default=0.5,
+        help="models with instance classes: minimum instance score (class probability x mean mask probability) "
+        "in (0, 1] (default 0.5); instances go to <case>_instances<ending> and the summary",
+    )
     p.add_argument("--save-queries", action="store_true", help="write each query's mask probability map")
     p.add_argument("--save-embeddings", action="store_true", help="write class/mask embeddings (.npz)")
     p.add_argument("--output-format", help="file ending of the outputs (default: the input's), e.g. .nii.gz")
@@ -128,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.step_size <= 1:
         raise DataError(f"--step-size must be in (0, 1], got {args.step_size}")
+    if not 0 < args.instance_threshold <= 1:
+        raise DataError(f"--instance-threshold must be in (0, 1], got {args.instance_threshold}")
     model = resolve_model(args.model)  # a path, or a bundled model's name such as "hippocampus"
     if is_nnunet_result_folder(model):
         predictor = Predictor.from_nnunet(
@@ -165,14 +174,14 @@ def run(args: argparse.Namespace) -> int:
             ending = args.output_format or (".nii.gz" if ending == ".seg.nrrd" else ending)
             progress.start_case(case, n)
             try:
-                result = predictor.predict(files, save_queries=args.save_queries, progress=progress.tiles)
+                result = predict_case(predictor, files, args, progress.tiles)
                 written = result.write(out_dir, case, ending, args.save_queries, args.save_embeddings)
             except MaskMedError as exc:
                 failed += 1
                 progress.write(f"maskmed predict: case {case}: error: {exc}")
                 progress.end_case()
                 continue
-            text = f"{case}: wrote {written['labels']} ({n}/{len(cases)})"
+            text = f"{case}: wrote {written['labels']} ({n}/{len(cases)}){case_outputs_text(result)}"
             if args.progress == "bar":
                 progress.write(f"{text}, {progress.case_summary()}")
             else:
@@ -183,6 +192,27 @@ def run(args: argparse.Namespace) -> int:
     reporter.done(cases=len(cases), failed=failed)
     reporter.close()
     return 1 if failed else 0
+
+
+def predict_case(predictor, files: list[Path], args: argparse.Namespace, progress):
+    """One case; the instance threshold goes to MaskMed models (nnU-Net models have no queries)."""
+    from MaskMedCore.inference.predictor import Predictor
+
+    kwargs = {"save_queries": args.save_queries, "progress": progress}
+    if isinstance(predictor, Predictor):
+        kwargs["instance_threshold"] = args.instance_threshold
+    return predictor.predict(files, **kwargs)
+
+
+def case_outputs_text(result) -> str:
+    """``, 2 instances, lesion_count: one (0.80)`` for the models that predict them, else ``""``."""
+    parts = []
+    instances = getattr(result, "instances", None)
+    if instances is not None:
+        parts.append(f"{len(instances)} instance{'s' if len(instances) != 1 else ''}")
+    for task, pred in (getattr(result, "case_classification", None) or {}).items():
+        parts.append(f"{task}: {pred.predicted} ({pred.probabilities[pred.predicted]:.2f})")
+    return "".join(f", {p}" for p in parts)
 
 
 class CaseProgress:

@@ -84,6 +84,14 @@ def register(subparsers) -> None:
         "and bridge learn on its features first), then train everything",
     )
     p.add_argument("--preprocessed", help="plan/preprocessed cache folder (default: under ~/.cache/maskmed)")
+    p.add_argument(
+        "--instance-classes",
+        nargs="+",
+        metavar="NAME",
+        help="predict these labels as instances (each connected component its own query and segment); "
+        "default: dataset.json 'instance_classes'; 'none' turns them off",
+    )
+    p.add_argument("--box-head", action="store_true", help="also predict a 3D box per query (L1 + GIoU loss)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model config field (ablations)")
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
     p.set_defaults(func=run)
@@ -99,6 +107,17 @@ def parse_fold(text: str) -> int | str:
         raise ConfigError(
             f"--fold is {text!r}; expected 'all' or -1 (train on every case, no validation) or a fold number 0..4"
         ) from None
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """``--set`` fields plus the multi-task flags (``--instance-classes`` names map to label values in training)."""
+    overrides = parse_overrides(args.set)
+    if args.instance_classes:
+        names = [] if [n.lower() for n in args.instance_classes] == ["none"] else list(args.instance_classes)
+        overrides["instance_classes"] = names
+    if args.box_head:
+        overrides["box_head"] = True
+    return overrides
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         loss_config=LossConfig(semantic_weight=semantic),
         preprocessed_dir=args.preprocessed,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
-        model_overrides=parse_overrides(args.set),
+        model_overrides=model_overrides(args),
         progress=args.progress,
         resume=args.resume,
         splits_file=args.splits,

@@ -60,6 +60,13 @@ class LossConfig(JsonConfig):
         coupled_dice_smooth: smoothing term of the coupled heads' soft Dice (nnU-Net: 1e-5).
         semantic_weight: decoupled head only: weight of an extra CE + soft Dice on the composed per-voxel
             class probabilities (``losses/criterion.py``); 0 (the paper) leaves it out.
+        box_l1_weight: models with a box head (``ModelConfig.box_head``): weight of the L1 box loss and
+            matching cost (DETR: 5).
+        box_giou_weight: models with a box head: weight of the 1 - GIoU box loss and -GIoU matching cost
+            (DETR: 2).
+        case_weight: models with case-level tasks (``ModelConfig.case_tasks``): weight of their
+            cross-entropy. With class, BCE and Dice weights all 0 it is the only loss (a
+            classification-only baseline) and must be > 0.
     """
 
     config_name: ClassVar[str] = "loss config"
@@ -76,13 +83,20 @@ class LossConfig(JsonConfig):
     deep_supervision_decay: float = 0.5
     coupled_dice_smooth: float = 1e-5
     semantic_weight: float = 0.0
+    # Multi-task weights (issue 12), last and defaulted so loss_config.json files written before them load.
+    box_l1_weight: float = 5.0
+    box_giou_weight: float = 2.0
+    case_weight: float = 1.0
 
     def __post_init__(self) -> None:
         inf = math.inf
-        for name in ("class_weight", "bce_weight", "dice_weight"):
+        for name in ("class_weight", "bce_weight", "dice_weight", "box_l1_weight", "box_giou_weight", "case_weight"):
             object.__setattr__(self, name, _check_float(name, getattr(self, name), 0.0, inf))
-        if self.class_weight + self.bce_weight + self.dice_weight == 0.0:
-            raise ConfigError("class_weight, bce_weight and dice_weight are all 0; the loss would be constant")
+        if self.class_weight + self.bce_weight + self.dice_weight == 0.0 and self.case_weight == 0.0:
+            raise ConfigError(
+                "class_weight, bce_weight and dice_weight are all 0 and so is case_weight; the loss would be "
+                "constant. Set a segmentation weight, or case_weight > 0 for a classification-only model"
+            )
         # 0 would make the weighted CE 0/0 for a batch with no matched query.
         object.__setattr__(
             self, "no_object_weight", _check_float("no_object_weight", self.no_object_weight, 0.0, inf, True)

@@ -31,6 +31,8 @@ ENCODERS = ("plain", "residual")
 """UNet encoders: nnU-Net's PlainConvUNet encoder or its ResEnc (ResidualEncoderUNet) encoder."""
 BRIDGES = ("none", "standard", "deformable", "fsad")
 PRESETS = ("paper", "tiny")
+INSTANCE_QUERIES_PER_CLASS = 10
+"""Default extra queries per instance class (the most instances of that class one patch can hold)."""
 
 Triplet = tuple[int, int, int]
 
@@ -67,6 +69,36 @@ def default_bridge_query_stages(strides: tuple[Triplet, ...] | list[Triplet]) ->
         products.append(acc)
     low_resolution = sum(1 for p in products if p >= BRIDGE_QUERY_MIN_DOWNSAMPLING)
     return max(1, min(BRIDGE_QUERY_MAX_STAGES, low_resolution))
+
+
+def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a list of integers, got {value!r}") from None
+    if any(isinstance(v, bool) or float(v) != int(v) for v in value):
+        raise ConfigError(f"{name} must be a list of integers, got {value!r}")
+    return out
+
+
+def _case_tasks(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Normalise ``[[name, [class, ...]], ...]`` (e.g. from JSON) and check names and class counts."""
+    example = 'e.g. [["lesion_count", ["none", "one", "several"]]]'
+    tasks = []
+    for entry in value:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str):
+            raise ConfigError(f"case_tasks entry {entry!r} is not [task name, [class names]]; {example}")
+        name, classes = entry
+        if isinstance(classes, str) or not all(isinstance(c, str) and c for c in classes):
+            raise ConfigError(f"case_tasks['{name}'] classes must be a list of non-empty names, got {classes!r}")
+        classes = tuple(classes)
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            raise ConfigError(f"case_tasks['{name}'] needs at least 2 distinct classes, got {list(classes)}")
+        tasks.append((name, classes))
+    names = [t[0] for t in tasks]
+    if len(set(names)) != len(names) or not all(names):
+        raise ConfigError(f"case_tasks names must be distinct and non-empty, got {names}")
+    return tuple(tasks)
 
 
 @dataclass(frozen=True)
@@ -111,6 +143,13 @@ class ModelConfig(JsonConfig):
         dropout: dropout inside transformer layers (Mask2Former uses 0).
         deep_supervision: return predictions of every decoder stage (training) or only the
             finest (inference). Changes outputs, never the state dict.
+        instance_classes: label values (1..K-1) predicted as instances (issue 12): every 26-connected
+            component of such a class is its own target segment, matched to its own query, and
+            prediction writes an instance label map. Empty (default): every class is semantic.
+        box_head: decoupled head only: also predict a 3D box per query, ``(B, Q, 6)`` sigmoid
+            ``(cz, cy, cx, d, h, w)`` as fractions of the input patch's (D, H, W).
+        case_tasks: case-level classification tasks read from the final queries, one
+            ``(task name, (class name, ...))`` per task (decoupled head only). Empty: no case head.
     """
 
     config_name: ClassVar[str] = "model config"
@@ -144,6 +183,10 @@ class ModelConfig(JsonConfig):
     bridge_ffn_dim: int = 768
     dropout: float = 0.0
     deep_supervision: bool = True
+    # Multi-task fields (issue 12), last and defaulted so configs and checkpoints written before them load.
+    instance_classes: tuple[int, ...] = ()
+    box_head: bool = False
+    case_tasks: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         # Normalise lists (e.g. from JSON) to tuples so the config stays hashable and frozen.
@@ -152,6 +195,8 @@ class ModelConfig(JsonConfig):
         object.__setattr__(self, "strides", check_triplets("strides", self.strides))
         if isinstance(self.n_blocks_per_stage, (list, tuple)):
             object.__setattr__(self, "n_blocks_per_stage", tuple(self.n_blocks_per_stage))
+        object.__setattr__(self, "instance_classes", _int_tuple("instance_classes", self.instance_classes))
+        object.__setattr__(self, "case_tasks", _case_tasks(self.case_tasks))
         self._validate()
 
     # ------------------------------------------------------------------ validation
@@ -223,6 +268,36 @@ class ModelConfig(JsonConfig):
                 raise ConfigError(f"{prefix}_dim ({dim}) must be divisible by {prefix}_heads ({heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        self._validate_tasks()
+
+    def _validate_tasks(self) -> None:
+        bad = [v for v in self.instance_classes if not 1 <= v < self.num_classes]
+        if bad:
+            raise ConfigError(
+                f"instance_classes has {bad}; instance classes are foreground label values 1..{self.num_classes - 1}"
+            )
+        if len(set(self.instance_classes)) != len(self.instance_classes):
+            raise ConfigError(f"instance_classes {list(self.instance_classes)} lists a class twice")
+        wanted = [
+            name
+            for name, on in (
+                ("instance_classes", bool(self.instance_classes)),
+                ("box_head", self.box_head),
+                ("case_tasks", bool(self.case_tasks)),
+            )
+            if on
+        ]
+        if wanted and self.head != "decoupled":
+            raise ConfigError(
+                f"{', '.join(wanted)} need head 'decoupled' (queries with their own class and mask), got head "
+                f"'{self.head}'"
+            )
+        if self.instance_classes and self.num_queries is not None and self.num_queries <= self.num_classes:
+            raise ConfigError(
+                f"num_queries is {self.num_queries} but instance classes need more queries than classes "
+                f"({self.num_classes}): one per semantic class plus one per instance; raise num_queries or "
+                "leave it unset"
+            )
 
     def _validate_blocks(self, n: int) -> None:
         blocks = self.n_blocks_per_stage
@@ -252,8 +327,13 @@ class ModelConfig(JsonConfig):
 
     @property
     def queries_count(self) -> int:
-        """Q: the number of queries (mask/class pairs) the head predicts."""
-        return self.num_queries if self.num_queries is not None else self.num_classes
+        """Q: the number of queries (mask/class pairs) the head predicts.
+
+        Unset, Q = K (the paper's best, Table 6), plus ``INSTANCE_QUERIES_PER_CLASS`` per instance class.
+        """
+        if self.num_queries is not None:
+            return self.num_queries
+        return self.num_classes + INSTANCE_QUERIES_PER_CLASS * len(self.instance_classes)
 
     @property
     def decoupled(self) -> bool:

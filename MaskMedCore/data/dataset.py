@@ -32,6 +32,7 @@ import SimpleITK as sitk
 
 from MaskMedCore.data.image_io import file_ending as ending_of
 from MaskMedCore.data.image_io import read_image, read_image_channels
+from MaskMedCore.data.multitask_spec import MultiTaskSpec, read_multitask_spec
 from MaskMedCore.errors import DataError
 
 LAYOUTS = ("nnunet", "msd")
@@ -70,6 +71,8 @@ class RawDataset:
         num_training: ``numTraining`` from dataset.json (None when absent).
         unmatched_files: files in imagesTr/labelsTr with the right ending that fit no case (reported by
             validation).
+        multitask: instance classes and case-level labels (``instance_classes``, ``case_labels``; see
+            :mod:`MaskMedCore.data.multitask_spec`); empty when dataset.json declares none.
     """
 
     folder: Path
@@ -81,6 +84,7 @@ class RawDataset:
     layout: str = "nnunet"
     num_training: int | None = None
     unmatched_files: tuple[Path, ...] = field(default=())
+    multitask: MultiTaskSpec = field(default_factory=MultiTaskSpec)
 
     @property
     def num_channels(self) -> int:
@@ -116,7 +120,7 @@ def load_dataset(folder: str | os.PathLike) -> RawDataset:
 
     Raises:
         DataError: the folder or dataset.json is missing, a required field is missing or invalid
-            (the message names it), or no training case is found.
+            (the message names it; ``instance_classes`` and ``case_labels`` too), or no training case is found.
     """
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
@@ -142,6 +146,7 @@ def load_dataset(folder: str | os.PathLike) -> RawDataset:
     if num_training is not None and (isinstance(num_training, bool) or not isinstance(num_training, int)):
         raise DataError(f"{meta_path}: field 'numTraining' must be an integer, got {num_training!r}")
     name = str(meta.get("name") or folder.name)
+    multitask = read_multitask_spec(meta, labels, meta_path)
 
     if msd:
         ending, cases, unmatched = _msd_cases(folder, meta["training"], len(channel_names), meta_path)
@@ -165,6 +170,7 @@ def load_dataset(folder: str | os.PathLike) -> RawDataset:
         layout="msd" if msd else "nnunet",
         num_training=num_training,
         unmatched_files=tuple(unmatched),
+        multitask=multitask,
     )
 
 

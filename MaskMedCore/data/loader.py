@@ -39,12 +39,17 @@ class _EndlessBatches(IterableDataset):
         super().__init__()
         self.sampler, self.seed, self.rank = sampler, seed, rank
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         info = get_worker_info()
         rng = worker_rng(self.seed, self.rank, info.id if info is not None else 0)
         while True:
-            images, labels = self.sampler.sample_batch(rng)
-            yield torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+            yield batch_tensors(self.sampler.training_batch(rng))
+
+
+def batch_tensors(batch: tuple[np.ndarray, ...]) -> tuple[torch.Tensor, ...]:
+    """``PatchSampler.training_batch`` arrays as tensors: images float32, labels (and case targets) int64."""
+    images, labels, *case_targets = batch
+    return (torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)), *map(torch.from_numpy, case_targets))
 
 
 class BatchLoader:
@@ -62,6 +67,7 @@ class BatchLoader:
     Yields:
         images: (B, C, *sample_size) float32 tensor.
         labels: (B, *sample_size) int64 tensor.
+        case_targets: (B, T) int64 tensor, only when the sampler has ``case_targets``.
 
     Use as a context manager, or call ``close()``, to stop the workers::
 

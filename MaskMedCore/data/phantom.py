@@ -372,17 +372,39 @@ def generate_phantom(
     """
     seed = _check_seed(seed)
     shape, spacing = _check_geometry(shape, spacing)
+    hu, labels = phantom_arrays(seed, shape, spacing)
+    return phantom_images(hu, labels, spacing)
+
+
+def phantom_arrays(
+    seed: int, shape: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays behind :func:`generate_phantom` (arguments already checked), for generators that add to
+    the anatomy (:mod:`MaskMedCore.data.phantom_lesions`) before it is rounded to int16.
+
+    Returns:
+        ``(hu, labels)``: hu (D, H, W) float32 HU, not yet rounded or clipped; labels (D, H, W) uint8.
+    """
     rng = np.random.default_rng(seed)
     g = _grid(rng, shape, spacing)
     tissue = _paint_anatomy(rng, g)
     hu = _render(rng, tissue, g)
+    return hu, _LABEL_OF_TISSUE[tissue]
+
+
+def phantom_images(hu: np.ndarray, labels: np.ndarray, spacing: Sequence[float]) -> tuple[sitk.Image, sitk.Image]:
+    """``(image, labels)`` as :func:`generate_phantom` returns them, from (D, H, W) ``hu`` and ``labels``.
+
+    The image is ``hu`` rounded and clipped to int16 [-1024, 3071]; both images share one geometry.
+    """
+    shape = hu.shape
     image = sitk.GetImageFromArray(np.clip(np.rint(hu), -1024, 3071).astype(np.int16))
-    image.SetSpacing(tuple(reversed(spacing)))  # SimpleITK order is (x, y, z) = (W, H, D)
+    image.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # SimpleITK order is (x, y, z) = (W, H, D)
     image.SetOrigin(tuple(-(n - 1) / 2 * s for n, s in zip(reversed(shape), reversed(spacing))))
     image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-    labels = sitk.GetImageFromArray(_LABEL_OF_TISSUE[tissue])
-    labels.CopyInformation(image)
-    return image, labels
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.CopyInformation(image)
+    return image, label_image
 
 
 def write_phantom_dataset(
@@ -392,6 +414,7 @@ def write_phantom_dataset(
     shape: Sequence[int] = DEFAULT_PHANTOM_SHAPE,
     spacing: Sequence[float] = DEFAULT_PHANTOM_SPACING,
     name: str = "MaskMedPhantom",
+    max_lesions: int = 0,
 ) -> Path:
     """Write ``num_cases`` phantoms as an nnU-Net v2 raw dataset and return its folder.
 
@@ -399,30 +422,52 @@ def write_phantom_dataset(
     case ``i`` uses seed ``seed + i``. Every file is written atomically and ``dataset.json`` last, so a
     folder without it is an interrupted run.
 
+    With ``max_lesions > 0`` the cases are lesion phantoms
+    (:func:`MaskMedCore.data.phantom_lesions.generate_lesion_phantom`): the labels gain ``"lesion": 6``,
+    ``instancesTr/<case>.nii.gz`` holds each case's instance map (the reference for instance evaluation)
+    and dataset.json gains ``instance_classes`` and ``case_labels`` (see
+    :mod:`MaskMedCore.data.multitask_spec`). With 0 the output is that of the plain phantom.
+
     Raises:
-        ConfigError: bad ``num_cases``, ``seed``, ``shape`` or ``spacing``.
+        ConfigError: bad ``num_cases``, ``seed``, ``shape``, ``spacing`` or ``max_lesions``.
         MaskMedError: ``out_dir`` exists and is not an empty folder, or a file cannot be written.
     """
     if isinstance(num_cases, bool) or not isinstance(num_cases, (int, np.integer)) or num_cases < 1:
         raise ConfigError(f"num_cases must be a positive integer, got {num_cases!r}")
     seed = _check_seed(seed)
     shape, spacing = _check_geometry(shape, spacing)
+    if isinstance(max_lesions, bool) or not isinstance(max_lesions, (int, np.integer)) or max_lesions < 0:
+        raise ConfigError(f"max_lesions must be a non-negative integer, got {max_lesions!r}")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "is not a folder" if not out.is_dir() else "is not empty"
         raise MaskMedError(f"output folder {out} {what}; choose a new or empty folder for the phantom dataset")
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(exist_ok=True)
-    for i in range(num_cases):
-        case = f"phantom_{i:03d}"
-        image, labels = generate_phantom(seed + i, shape, spacing)
-        write_image(image, out / "imagesTr" / f"{case}_0000.nii.gz")
-        write_image(labels, out / "labelsTr" / f"{case}.nii.gz")
+    cases = [f"phantom_{i:03d}" for i in range(num_cases)]
+    labels_json = dict(PHANTOM_LABELS)
+    description = "MaskMed synthetic abdominal CT phantom (portal-venous phase), generated, not patient data"
+    multitask: dict = {}
+    if max_lesions:
+        # Imported here: phantom_lesions builds on this module.
+        from MaskMedCore.data.phantom_lesions import LESION_PHANTOM_LABELS, write_lesion_cases
+
+        multitask = write_lesion_cases(out, cases, seed, shape, spacing, int(max_lesions)).to_meta()
+        labels_json = dict(LESION_PHANTOM_LABELS)
+        description += (
+            f"; with 0..{max_lesions} liver/kidney lesions per case (label 'lesion', instance maps in instancesTr/, "
+            "case labels lesion_count and lesion_type)"
+        )
+    else:
+        for i, case in enumerate(cases):
+            image, labels = generate_phantom(seed + i, shape, spacing)
+            write_image(image, out / "imagesTr" / f"{case}_0000.nii.gz")
+            write_image(labels, out / "labelsTr" / f"{case}.nii.gz")
     meta = {
         "name": name,
-        "description": "MaskMed synthetic abdominal CT phantom (portal-venous phase), generated, not patient data",
+        "description": description,
         "channel_names": {"0": "CT"},
-        "labels": dict(PHANTOM_LABELS),
+        "labels": labels_json,
         "numTraining": num_cases,
         "file_ending": ".nii.gz",
         "licence": "Apache-2.0 (generated by MaskMed)",
@@ -434,5 +479,8 @@ def write_phantom_dataset(
             "hu_ranges": {k: list(r) for k, r in PHANTOM_HU_RANGES.items()},
         },
     }
+    if max_lesions:
+        meta["maskmed_phantom"]["max_lesions"] = int(max_lesions)
+        meta.update(multitask)
     atomic_write_text(out / "dataset.json", json.dumps(meta, indent=2) + "\n")
     return out

@@ -15,7 +15,9 @@ the segmentation is not set to -1 outside the non-zero mask (the mask is recompu
 
 The inverse (:func:`restore_labels`, :func:`restore_map`, :func:`array_to_image`) takes predictions
 at the preprocessed grid back to the original image: linear resampling to the cropped shape (one
-class at a time), then pasting into the original array, outside the crop = background.
+class at a time), then pasting into the original array, outside the crop = background. Integer maps
+(instance ids) go back with nearest neighbour (:func:`restore_label_map`), coordinates (boxes) with
+:func:`preprocessed_to_original_edges`.
 """
 
 from __future__ import annotations
@@ -253,6 +255,49 @@ def restore_map(array: Any, properties: dict[str, Any], fill: float = 0.0) -> np
     out = np.full(properties["original_shape"], fill, dtype=np.float32)
     out[_crop_slices(properties)] = values
     return out
+
+
+def restore_label_map(labels: np.ndarray, properties: dict[str, Any]) -> np.ndarray:
+    """An integer map (e.g. instance ids) at the preprocessed grid -> original array space, nearest neighbour.
+
+    Values are kept exactly (no interpolation between ids); voxel-centre aligned like
+    :func:`resample_nearest`, so preprocessed voxel ``i`` covers original (cropped) voxel edges
+    ``i * crop / resampled`` .. ``(i + 1) * crop / resampled`` (see :func:`preprocessed_to_original_edges`).
+
+    Args:
+        labels: ``(D, H, W)`` integer array at ``properties["shape_after_resampling"]``.
+        properties: from :func:`preprocess_case`.
+
+    Returns:
+        ``(D0, H0, W0)`` array of ``labels``' dtype; outside the crop box 0.
+    """
+    _check_shape(tuple(labels.shape), properties, "labels")
+    crop_shape, _ = _inverse_grid(properties)
+    out = np.zeros(properties["original_shape"], dtype=labels.dtype)
+    out[_crop_slices(properties)] = resample_nearest(labels, crop_shape)
+    return out
+
+
+def preprocessed_to_original_edges(points: Any, properties: dict[str, Any]) -> np.ndarray:
+    """Continuous voxel-edge coordinates (D, H, W) at the preprocessed grid -> the original array's.
+
+    Edge coordinates: voxel ``i`` spans ``[i, i + 1)``. The inverse of the crop and resampling of
+    :func:`preprocess_case` (edge-aligned, as its resampling): ``crop_start + p * crop / resampled``.
+    Subtract 0.5 for SimpleITK's continuous index (voxel centres at integers), in reversed order.
+
+    Args:
+        points: ``(..., 3)`` coordinates in array order.
+        properties: from :func:`preprocess_case`.
+
+    Returns:
+        ``(..., 3)`` float64 coordinates in the original ``(D0, H0, W0)`` array.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    scale = np.asarray(properties["shape_after_crop"], dtype=np.float64) / np.asarray(
+        properties["shape_after_resampling"], dtype=np.float64
+    )
+    start = np.asarray([b[0] for b in properties["crop_bbox"]], dtype=np.float64)
+    return start + p * scale
 
 
 def array_to_image(array: np.ndarray, properties: dict[str, Any]) -> sitk.Image:

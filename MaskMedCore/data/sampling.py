@@ -174,6 +174,8 @@ class PatchSampler:
         batch_size: samples per batch B.
         oversample_foreground: fraction p of each batch forced to contain foreground
             (``foreground_forced``).
+        case_targets: optional (N_cases, T) int64 case-level class index per task (-1 = unknown), one row
+            per case of ``cases``; ``training_batch`` then also returns each sample's row.
 
     Raises:
         DataError: a case's image or labels have the wrong rank, mismatched shapes, or a channel
@@ -188,6 +190,7 @@ class PatchSampler:
         sample_size: Sequence[int],
         batch_size: int,
         oversample_foreground: float = 0.33,
+        case_targets: np.ndarray | None = None,
     ) -> None:
         if len(cases) == 0:
             raise ValueError("cases is empty; the sampler needs at least one case")
@@ -203,6 +206,13 @@ class PatchSampler:
         self.batch_size = batch_size
         self.oversample_foreground = float(oversample_foreground)
         self.num_channels = self._check_cases()
+        if case_targets is not None:
+            case_targets = np.asarray(case_targets, dtype=np.int64)
+            if case_targets.ndim != 2 or case_targets.shape[0] != len(cases):
+                raise ValueError(
+                    f"case_targets must be (N_cases, T) = ({len(cases)}, T), got shape {case_targets.shape}"
+                )
+        self.case_targets = case_targets
 
     def _check_cases(self) -> int:
         channels = None
@@ -290,14 +300,28 @@ class PatchSampler:
             images: (B, C, *sample_size) float32.
             labels: (B, *sample_size) int16, values 0..K-1.
         """
+        images, labels, _ = self.sample_indexed(rng)
+        return images, labels
+
+    def sample_indexed(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``sample_batch`` plus the (B,) int64 index into ``cases`` of every sample (same random draws)."""
         B, C = self.batch_size, self.num_channels
         images = np.empty((B, C, *self.sample_size), dtype=np.float32)
         labels = np.empty((B, *self.sample_size), dtype=np.int16)
-        for j, index in enumerate(rng.integers(0, len(self.cases), size=B)):
+        indices = rng.integers(0, len(self.cases), size=B)
+        for j, index in enumerate(indices):
             case = self.cases[int(index)]
             force = foreground_forced(j, B, self.oversample_foreground)
             images[j], labels[j] = self.crop(case, self.crop_origin(case, force, rng))
-        return images, labels
+        return images, labels, indices.astype(np.int64)
+
+    def training_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """What a training step consumes: ``(images, labels)``, and with ``case_targets`` a third array,
+        ``(B, T)`` int64 the case-level targets of each sample's case."""
+        images, labels, indices = self.sample_indexed(rng)
+        if self.case_targets is None:
+            return images, labels
+        return images, labels, self.case_targets[indices]
 
     def __repr__(self) -> str:
         return (

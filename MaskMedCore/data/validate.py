@@ -2,8 +2,10 @@
 
 Every case is checked completely, so a user sees all problems at once: files present and readable,
 3D, channels on one voxel grid, label map on the image grid, label values listed in dataset.json,
-no NaN/Inf intensities. :func:`read_case` is the raising form used by fingerprinting and
-preprocessing: it returns the case's images or raises a DataError naming the first problem.
+no NaN/Inf intensities. Multi-task annotations (:mod:`MaskMedCore.data.multitask_spec`): case labels
+only for cases of the dataset, every instance class present in some label map. :func:`read_case` is
+the raising form used by fingerprinting and preprocessing: it returns the case's images or raises a
+DataError naming the first problem.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from MaskMedCore.data.image_io import (
     read_image,
     read_image_channels,
 )
+from MaskMedCore.data.multitask_spec import MultiTaskSpec
 from MaskMedCore.errors import DataError
 
 GEOMETRY_RTOL = 1e-3
@@ -71,7 +74,7 @@ def validate_dataset(dataset: RawDataset, workers: int = 1) -> list[Problem]:
 
 def check_dataset(dataset: RawDataset, workers: int = 1) -> DatasetReport:
     """:func:`validate_dataset` plus warnings: today, cases stored in different orientations."""
-    problems: list[Problem] = []
+    problems: list[Problem] = _case_label_problems(dataset)
     if dataset.num_training is not None and dataset.num_training != len(dataset.cases):
         problems.append(
             Problem(
@@ -89,21 +92,69 @@ def check_dataset(dataset: RawDataset, workers: int = 1) -> DatasetReport:
                 "rename it or move it out of imagesTr/",
             )
         )
-    slim = dataclasses.replace(dataset, cases=[])  # do not ship the whole case list to every task
+    # Do not ship the whole case list (or the case labels) to every task.
+    slim = dataclasses.replace(
+        dataset, cases=[], multitask=MultiTaskSpec(instance_classes=dataset.multitask.instance_classes)
+    )
+    case_level: list[Problem] = []
     orientations: dict[str, str] = {}
-    for case, (case_problems, orientation) in zip(
+    values_seen: set[int] = set()
+    labels_read = 0
+    for case, (case_problems, orientation, values) in zip(
         dataset.cases, map_cases(_case_problems, [(slim, case) for case in dataset.cases], workers)
     ):
-        problems.extend(case_problems)
+        case_level.extend(case_problems)
         if orientation is not None:
             orientations[case.case_id] = orientation
-    return DatasetReport(problems, orientation_warnings(orientations))
+        if values is not None:
+            values_seen.update(values)
+            labels_read += 1
+    if labels_read:
+        problems.extend(_missing_instance_problems(dataset, values_seen, labels_read))
+    return DatasetReport(problems + case_level, orientation_warnings(orientations))
 
 
-def _case_problems(item: tuple[RawDataset, RawCase]) -> tuple[list[Problem], str | None]:
+def _case_problems(item: tuple[RawDataset, RawCase]) -> tuple[list[Problem], str | None, list[int] | None]:
+    """The case's problems, orientation and (only when instance classes are declared) label values."""
+    dataset, _ = item
     check = inspect_case(*item)
     first = next((image for image in check.images if image is not None), None)
-    return check.problems, None if first is None else orientation_of(first)
+    values = None
+    if dataset.multitask.instance_classes and check.label is not None:
+        array = sitk.GetArrayViewFromImage(check.label)
+        if array.dtype.kind in "iu" or np.isfinite(array).all():
+            values = label_values(array)  # a bincount: cheap next to reading the file
+    return check.problems, None if first is None else orientation_of(first), values
+
+
+def _case_label_problems(dataset: RawDataset, listed: int = 5) -> list[Problem]:
+    """One problem when dataset.json ``case_labels`` names case ids the dataset does not have."""
+    known = {case.case_id for case in dataset.cases}
+    unknown = [case for case in dataset.multitask.case_labels if case not in known]
+    if not unknown:
+        return []
+    shown = ", ".join(unknown[:listed]) + (", ..." if len(unknown) > listed else "")
+    return [
+        Problem(
+            None,
+            f"dataset.json case_labels.cases has {len(unknown)} case id(s) that are not cases of the dataset: {shown}",
+            "fix the ids (a case id is the label file name without its ending) or remove those entries",
+        )
+    ]
+
+
+def _missing_instance_problems(dataset: RawDataset, values_seen: set[int], labels_read: int) -> list[Problem]:
+    """One problem per instance class that has no voxel in any label map that could be read."""
+    return [
+        Problem(
+            None,
+            f"instance class {name!r} (label {dataset.labels[name]}) has no voxel in any of the {labels_read} "
+            "label map(s) read",
+            "check its value in dataset.json 'labels', or remove it from 'instance_classes'",
+        )
+        for name in dataset.multitask.instance_classes
+        if dataset.labels[name] not in values_seen
+    ]
 
 
 def orientation_of(image: sitk.Image) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from MaskMedCore.data.loader import batch_tensors
 from MaskMedCore.engine.train_step import train_step
 
 WARMUP_STEPS = 1
@@ -93,9 +94,9 @@ def measure_step_time(
     batches, sample_times = [], []
     for _ in range(warmup_steps + timed_steps):
         t0 = time.perf_counter()
-        images, labels = sampler.sample_batch(rng)
+        batch = sampler.training_batch(rng)
         sample_times.append(time.perf_counter() - t0)
-        batches.append((torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))))
+        batches.append(batch_tensors(batch))
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         twin = copy.deepcopy(model)

@@ -11,8 +11,10 @@ import torch
 from MaskMedCore.config.training_config import TrainingConfig
 
 
-def make_patch_pipeline(train_cases, plan, config: TrainingConfig, batch_size: int):
+def make_patch_pipeline(train_cases, plan, config: TrainingConfig, batch_size: int, case_targets=None):
     """The patch sampler (enlarged crops, foreground oversampling) and the device-side augmenter.
+
+    ``case_targets``: optional (N_cases, T) int64 case-level labels, one row per training case (-1 = unknown).
 
     Returns:
         (sampler, augmenter): a ``PatchSampler``, and an ``Augmenter`` or None when augmentation is off
@@ -28,7 +30,7 @@ def make_patch_pipeline(train_cases, plan, config: TrainingConfig, batch_size: i
     )
     # nnU-Net's per-axis enlargement: far cheaper crops than covering composed rotations.
     sample_size = augmentation_sample_size(aug_cfg, patch, composed_rotations=False)
-    sampler = PatchSampler(train_cases, patch, sample_size, batch_size, config.oversample_foreground)
+    sampler = PatchSampler(train_cases, patch, sample_size, batch_size, config.oversample_foreground, case_targets)
     augmenter = Augmenter(aug_cfg, patch) if config.augment else None
     return sampler, augmenter
 
@@ -50,9 +52,11 @@ def train_step(
     """Augment one batch on ``device``, forward, loss, backward (scaled under fp16 AMP), clip, step.
 
     ``batches`` yields ``images: (B, C, D', H', W')`` float32 and ``labels: (B, D', H', W')`` int64
-    (enlarged crops when ``augmenter`` is given). Returns the total loss and the loss terms.
+    (enlarged crops when ``augmenter`` is given), and for a model with case-level tasks a third tensor
+    ``case_targets: (B, T)`` int64 (-1 = unknown). Returns the total loss and the loss terms.
     """
-    images, labels = next(batches)
+    images, labels, *rest = next(batches)
+    extra = {"case_targets": rest[0].to(device, non_blocking=True)} if rest else {}
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
     if augmenter is not None:  # without augmentation the sampler already delivers final-size patches
@@ -62,7 +66,7 @@ def train_step(
     autocast = torch.autocast(device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
     with autocast:
         out = net(images)
-    result = criterion(out, labels.long(), generator=gen)
+    result = criterion(out, labels.long(), generator=gen, **extra)
     if scaler.is_enabled():
         scaler.scale(result.total).backward()
         scaler.unscale_(optimizer)

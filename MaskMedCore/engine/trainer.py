@@ -227,9 +227,11 @@ def _run(
     cpu_limit_hours,
     stop_file,
 ) -> TrainResult:
+    from MaskMedCore.data.dataset import load_dataset
     from MaskMedCore.data.planner import PLAN_FILES
     from MaskMedCore.engine import init_from
     from MaskMedCore.engine.init_weights import initial_state
+    from MaskMedCore.engine.multitask_setup import case_targets_for, multitask_overrides
     from MaskMedCore.losses.build import build_criterion
     from MaskMedCore.models.build import build_model
 
@@ -263,12 +265,15 @@ def _run(
         config = config_for_splits(config, splits_file)
     folds, train_ids, val_ids = choose_split(case_ids, run_dir, config, splits_file, resume=checkpoint is not None)
     train_cases, val_cases = load_cases(folder, train_ids), load_cases(folder, val_ids)
+    spec = load_dataset(dataset_dir).multitask
+    model_overrides = multitask_overrides(spec, plan.label_names, model_overrides)
     if checkpoint is not None:
         model_cfg = checkpoint.model_config
     elif source is not None:
         model_cfg = init_from.model_config_for_source(plan, config.preset, model_overrides, source)
     else:
-        model_cfg = plan.model_config(config.preset, **(model_overrides or {}))
+        model_cfg = plan.model_config(config.preset, **model_overrides)
+    case_targets = case_targets_for(model_cfg, spec, train_ids, Path(dataset_dir))
     batch_size = config.batch_size or plan.batch_size
 
     torch.manual_seed(config.seed)
@@ -284,7 +289,7 @@ def _run(
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     criterion = build_criterion(model_cfg, loss_config, reduce_num_masks=ctx.all_reduce_mean if ctx.enabled else None)
-    sampler, augmenter = make_patch_pipeline(train_cases, plan, config, batch_size)
+    sampler, augmenter = make_patch_pipeline(train_cases, plan, config, batch_size, case_targets)
     step_args = dict(device=device, use_amp=use_amp, amp_dtype=amp_dtype, memory_format=memory_format)
     state = dict(epoch=0, epoch_iteration=0, iteration=0, best_ema=-math.inf, ema=None, history=[])
     if checkpoint is not None:

@@ -10,6 +10,20 @@ and the Slicer module.
 Same preprocessing as training (``preprocess_case``), Gaussian-weighted sliding window with
 optional mirroring TTA, then the per-class probabilities are resampled back one class at a time
 (memory O(volume)) and arg-maxed in the input's original space.
+
+Models with instance classes, a box head or case-level tasks (``ModelConfig.instance_classes``,
+``box_head``, ``case_tasks``; issue 12) give more, from the same queries:
+
+    result = predictor.predict("case_0000.nii.gz", instance_threshold=0.5)
+    result.instance_map          # SimpleITK uint16 map, ids 1..n by descending score, input geometry
+    result.instances             # [InstanceInfo(id, class_name, label_value, score, volume_ml, voxel_count, query)]
+    result.boxes                 # [BoxInfo(instance, source "mask"/"head", index_min, index_max, center_lps, size_mm)]
+    result.case_classification   # {"lesion_count": CaseTaskPrediction(predicted="one", probabilities={...})}
+
+Instances come from the un-mirrored pass of every tile, merged across tiles
+(``MaskMedCore.inference.instances`` documents the rule) and restored with nearest neighbour; case
+tasks average the softmax over every tile and mirror pass. These fields are None for models that
+do not predict them, and so are their keys in ``<case>_summary.json``.
 """
 
 from __future__ import annotations
@@ -27,8 +41,10 @@ import torch
 
 from MaskMedCore.engine.checkpoint import Checkpoint, load_checkpoint
 from MaskMedCore.engine.trainer import resolve_device
-from MaskMedCore.errors import DataError
+from MaskMedCore.errors import ConfigError, DataError
 from MaskMedCore.inference.cpu_batching import default_tile_batch, needs_batch_padding, network_forward, tile_counts
+from MaskMedCore.inference.instance_results import BoxInfo, CaseTaskPrediction, InstanceInfo, TileOutputCollector
+from MaskMedCore.inference.instances import DEFAULT_THRESHOLD
 from MaskMedCore.inference.precision import check_precision, forward_autocast
 from MaskMedCore.inference.query_summary import (
     QueryAccumulator,
@@ -55,6 +71,12 @@ class Prediction:
         class_embeddings: (Q, E_cls) mask-weighted mean class embedding per query.
         mask_embeddings: (Q, C_0) mask-weighted mean mask embedding per query.
         class_probabilities: (Q, K+1) mask-weighted mean class distribution per query.
+        instances: per instance id (1..n): class, score, volume, voxel count, query; None when the model
+            has no instance classes.
+        instance_map: instance ids (uint16, 0 = none) with the input's geometry, or None.
+        boxes: a ``mask`` box per instance, followed by its ``head`` box with a box head; None without
+            instance classes.
+        case_classification: task name -> predicted class and probabilities; None without case tasks.
     """
 
     labels: sitk.Image
@@ -66,15 +88,28 @@ class Prediction:
     class_probabilities: np.ndarray
     query_probabilities: list[sitk.Image] | None = None
     extra: dict = field(default_factory=dict)
+    instances: list[InstanceInfo] | None = None
+    instance_map: sitk.Image | None = None
+    boxes: list[BoxInfo] | None = None
+    case_classification: dict[str, CaseTaskPrediction] | None = None
 
     def summary(self) -> dict:
-        """``<case>_summary.json``; ``extra`` adds keys (e.g. ``model`` for nnU-Net models, which have no queries)."""
-        return {
+        """``<case>_summary.json``; ``extra`` adds keys (e.g. ``model`` for nnU-Net models, which have no queries).
+
+        ``instances``, ``boxes`` and ``case_classification`` appear only when the model predicts them.
+        """
+        out = {
             "label_names": self.label_names,
             "class_volumes_ml": self.class_volumes_ml,
             "queries": [q.to_dict() for q in self.queries],
-            **self.extra,
         }
+        if self.instances is not None:
+            out["instances"] = [i.to_dict() for i in self.instances]
+        if self.boxes is not None:
+            out["boxes"] = [b.to_dict() for b in self.boxes]
+        if self.case_classification is not None:
+            out["case_classification"] = {name: t.to_dict() for name, t in self.case_classification.items()}
+        return {**out, **self.extra}
 
     def write(
         self,
@@ -84,14 +119,17 @@ class Prediction:
         save_queries: bool = False,
         save_embeddings: bool = False,
     ) -> dict[str, Path]:
-        """Write ``<case><ending>`` (labels), ``<case>_summary.json`` and, when asked, per-query maps in
-        ``<case>_queries/`` and ``<case>_embeddings.npz``; every file atomically."""
+        """Write ``<case><ending>`` (labels), ``<case>_instances<ending>`` (uint16 instance ids, when the model
+        predicts instances), ``<case>_summary.json`` and, when asked, per-query maps in ``<case>_queries/`` and
+        ``<case>_embeddings.npz``; every file atomically."""
         from MaskMedCore.data.image_io import write_image
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written = {"labels": out / f"{case_id}{file_ending}", "summary": out / f"{case_id}_summary.json"}
         write_image(self.labels, written["labels"])
+        if self.instance_map is not None:
+            written["instances"] = write_image(self.instance_map, out / f"{case_id}_instances{file_ending}")
         atomic_write_text(written["summary"], json.dumps(self.summary(), indent=2) + "\n")
         if save_queries and self.query_probabilities is not None:
             qdir = out / f"{case_id}_queries"
@@ -206,22 +244,41 @@ class Predictor:
         image: ImageInput | Sequence[ImageInput],
         *,
         save_queries: bool = False,
+        instance_threshold: float = DEFAULT_THRESHOLD,
         progress: Callable[[int, int], None] | None = None,
         cancel: Callable[[], bool] | None = None,
     ) -> Prediction:
-        """Segment one case (a SimpleITK image, a path, or one per channel)."""
+        """Segment one case (a SimpleITK image, a path, or one per channel).
+
+        Args:
+            image: the case.
+            save_queries: also restore every query's mask probability map.
+            instance_threshold: minimum instance score (class probability x mean mask probability), in (0, 1];
+                used only by models with instance classes.
+            progress: ``progress(done_tiles, total_tiles)``.
+            cancel: checked before every tile batch.
+
+        Raises:
+            ConfigError: ``instance_threshold`` outside (0, 1].
+            DataError: unreadable or unfitting input.
+        """
         from MaskMedCore.data.preprocessing import array_to_image, preprocess_case, restore_labels, restore_map
-        from MaskMedCore.inference.sliding_window import gaussian_importance_map, sliding_window_predict
+        from MaskMedCore.inference.instance_results import restore_instances
+        from MaskMedCore.inference.sliding_window import TilePass, gaussian_importance_map, sliding_window_predict
         from MaskMedCore.models.outputs import semantic_probs
 
+        if not (isinstance(instance_threshold, (int, float)) and 0.0 < instance_threshold <= 1.0):
+            raise ConfigError(f"instance threshold must be in (0, 1], got {instance_threshold!r}")
         channels = self.read_channels(image)
         array, _, properties = preprocess_case(channels, None, self.plan)
         K = self.plan.num_classes
         accumulator = QueryAccumulator()
+        config = self.checkpoint.model_config
+        collector = TileOutputCollector(config.instance_classes, config.case_tasks, float(instance_threshold))
         weights = {}
         forward = network_forward(self.model, self.min_batch, self.reuse_constant_tiles)
 
-        def predict_fn(tiles: torch.Tensor) -> torch.Tensor:
+        def predict_fn(tiles: torch.Tensor, info: TilePass) -> torch.Tensor:
             if next(self.model.parameters()).device != tiles.device:  # CPU fallback after CUDA OOM
                 self.model.to(tiles.device)
             with torch.no_grad(), forward_autocast(tiles.device, self.precision, torch.bfloat16):
@@ -231,6 +288,7 @@ class Predictor:
                 weights[key] = gaussian_importance_map(tuple(tiles.shape[2:]), 1 / 8, tiles.device, torch.float32)
             mass = to_device_mass(out.mask_logits[-1], weights[key])
             accumulator.add(out.class_logits, out.class_embeddings, out.mask_embeddings, mass, out.decoupled)
+            collector.add(out, info)
             probs = semantic_probs(out)
             if save_queries:
                 masks = out.mask_logits[-1].float()
@@ -248,6 +306,7 @@ class Predictor:
             device=self.device,
             progress=progress,
             cancel=cancel,
+            tile_info=True,
         )
         self.tile_counts = tile_counts(forward)
         labels = restore_labels(merged[:K], properties).astype(np.uint8)
@@ -259,6 +318,10 @@ class Predictor:
             query_maps = [restore_map(merged[K + q].numpy(), properties) for q in range(merged.shape[0] - K)]
         class_prob, class_emb, mask_emb = accumulator.result()
         infos = summarise_queries(class_prob, query_maps, self.label_names, voxel_ml)
+        merged_instances = collector.merged()
+        instance_map = instances = boxes = None
+        if merged_instances is not None:
+            instance_map, instances, boxes = restore_instances(merged_instances, properties, self.label_names)
         return Prediction(
             labels=label_image,
             label_names=self.label_names,
@@ -268,4 +331,8 @@ class Predictor:
             mask_embeddings=mask_emb,
             class_probabilities=class_prob,
             query_probabilities=None if query_maps is None else [array_to_image(m, properties) for m in query_maps],
+            instances=instances,
+            instance_map=instance_map,
+            boxes=boxes,
+            case_classification=collector.case_classification(),
         )

@@ -17,6 +17,9 @@ Differences from nnU-Net, all deliberate:
   to change that.
 - Tile batches larger than 1 (``tile_batch_size``); on an out-of-memory error the batch is halved,
   and at batch 1 the work moves to the CPU, each time with a warning.
+- With ``tile_info=True``, ``predict_fn`` also learns where its tiles lie and which mirror pass it
+  is computing (:class:`TilePass`), for outputs that are not voxel maps (instances, case-level
+  classes; ``MaskMedCore.inference.instances``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +36,43 @@ from torch import Tensor
 
 from MaskMedCore.errors import MaskMedError
 
+
+@dataclass(frozen=True)
+class TilePass:
+    """Where the tiles of one ``predict_fn`` call lie, and which mirror pass it is (``tile_info=True``).
+
+    Attributes:
+        origins: first voxel (d, h, w) of each of the B tiles in the padded volume, in batch order.
+        pad_before: voxels of zero padding added before the input along (D, H, W) (0 unless the input
+            is smaller than the patch and ``center_padding`` is set); input voxel = padded voxel - this.
+        input_shape: (D, H, W) of the unpadded input.
+        mirror_axes: spatial axes (0=D, 1=H, 2=W) flipped in this pass; () is the plain, un-mirrored pass.
+        pass_index: index of this mirror pass, 0 = un-mirrored.
+        num_passes: mirror passes per tile (2 ** len(mirror_axes) of ``sliding_window_predict``).
+    """
+
+    origins: tuple[tuple[int, int, int], ...]
+    pad_before: tuple[int, int, int]
+    input_shape: tuple[int, int, int]
+    mirror_axes: tuple[int, ...]
+    pass_index: int
+    num_passes: int
+
+    @property
+    def input_origins(self) -> tuple[tuple[int, int, int], ...]:
+        """Each tile's first voxel in the unpadded input's (D, H, W) coordinates (negative where it
+        starts in the padding before the input)."""
+        return tuple(tuple(o - p for o, p in zip(origin, self.pad_before)) for origin in self.origins)
+
+    @property
+    def mirrored(self) -> bool:
+        return bool(self.mirror_axes)
+
+
 PredictFn = Callable[[Tensor], Tensor]
+TilePredictFn = Callable[[Tensor, TilePass], Tensor]
+"""``predict_fn`` of ``sliding_window_predict(..., tile_info=True)``: tiles (B, C, d, h, w) and their
+:class:`TilePass` -> (B, K, d, h, w)."""
 
 
 class InferenceCancelled(MaskMedError):
@@ -140,19 +180,39 @@ def _mirror_sets(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
 class _TilePredictor:
     """Runs ``predict_fn`` (with mirroring) on tile batches, shrinking the batch or moving to the CPU on OOM."""
 
-    def __init__(self, predict_fn: PredictFn, mirror_sets, device: torch.device, batch_size: int, dtype):
+    def __init__(
+        self,
+        predict_fn: PredictFn | TilePredictFn,
+        mirror_sets,
+        device: torch.device,
+        batch_size: int,
+        dtype,
+        tile_info: dict | None = None,
+    ):
         self.predict_fn = predict_fn
         self.mirror_sets = mirror_sets
         self.device = device
         self.batch_size = batch_size
         self.dtype = dtype
+        self.tile_info = tile_info  # TilePass fields other than origins/mirror axes, or None: plain predict_fn
 
-    def _once(self, tiles: Tensor) -> Tensor:
+    def _once(self, tiles: Tensor, origins: Sequence[tuple[int, int, int]]) -> Tensor:
         """(B, C, d, h, w) tiles -> (B, K, d, h, w) mirror-averaged predictions in ``dtype``."""
         x = tiles.to(self.device)
         total = None
-        for dims in self.mirror_sets:
-            pred = self.predict_fn(torch.flip(x, dims) if dims else x)
+        for pass_index, dims in enumerate(self.mirror_sets):
+            flipped = torch.flip(x, dims) if dims else x
+            if self.tile_info is None:
+                pred = self.predict_fn(flipped)
+            else:
+                info = TilePass(
+                    origins=tuple(origins),
+                    mirror_axes=tuple(d - 2 for d in dims),
+                    pass_index=pass_index,
+                    num_passes=len(self.mirror_sets),
+                    **self.tile_info,
+                )
+                pred = self.predict_fn(flipped, info)
             if not isinstance(pred, Tensor) or pred.ndim != 5 or pred.shape[0] != x.shape[0]:
                 got = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__
                 raise ValueError(f"predict_fn must return (B, K, d, h, w) for a (B, C, d, h, w) input; got {got}")
@@ -169,14 +229,15 @@ class _TilePredictor:
             total.mul_(1.0 / len(self.mirror_sets))
         return total
 
-    def __call__(self, tiles: Tensor) -> list[Tensor]:
-        """Predict all tiles, in as many sub-batches as memory allows; one (K, d, h, w) result per tile."""
+    def __call__(self, tiles: Tensor, origins: Sequence[tuple[int, int, int]]) -> list[Tensor]:
+        """Predict all tiles (first voxels ``origins`` in the padded volume), in as many sub-batches as
+        memory allows; one (K, d, h, w) result per tile."""
         out: list[Tensor] = []
         start = 0
         while start < tiles.shape[0]:
             chunk = tiles[start : start + self.batch_size]
             try:
-                pred = self._once(chunk)
+                pred = self._once(chunk, origins[start : start + chunk.shape[0]])
             except torch.cuda.OutOfMemoryError:
                 pred = None  # recover outside the except block, so the traceback's tensors are freed first
             if pred is None:
@@ -213,7 +274,7 @@ class _TilePredictor:
 
 def sliding_window_predict(
     image: Tensor,
-    predict_fn: PredictFn,
+    predict_fn: PredictFn | TilePredictFn,
     patch_size: Sequence[int],
     *,
     overlap: float = 0.5,
@@ -227,6 +288,7 @@ def sliding_window_predict(
     cancel: Callable[[], bool] | None = None,
     importance_map: Tensor | None = None,
     center_padding: bool = False,
+    tile_info: bool = False,
 ) -> Tensor:
     """Predict a whole volume tile by tile and blend the tiles with Gaussian weights.
 
@@ -240,11 +302,13 @@ def sliding_window_predict(
     it is given (e.g. ``lambda x: model.to(x.device)(x)``): after an out-of-memory error at tile
     batch 1 the remaining tiles are sent on the CPU. After an out-of-memory error the same tiles
     are predicted again (in smaller batches), so side effects of ``predict_fn`` (statistics it
-    collects) may already include some passes over them.
+    collects) may already include some passes over them; with ``tile_info`` such a repeat has the
+    same :class:`TilePass` origins and mirror axes, so a collector keyed by them stays exact.
 
     Args:
         image: (C, D, H, W) input volume.
-        predict_fn: maps (B, C, d, h, w) tiles to (B, K, d, h, w) predictions (any float dtype).
+        predict_fn: maps (B, C, d, h, w) tiles to (B, K, d, h, w) predictions (any float dtype); with
+            ``tile_info`` it is called as ``predict_fn(tiles, info)``, ``info`` a :class:`TilePass`.
         patch_size: tile size (d, h, w).
         overlap: fraction of the patch shared by neighbouring tiles, in [0, 1) (nnU-Net: 0.5).
         gaussian_sigma_scale: σ of the importance map as a fraction of the patch (nnU-Net: 1/8);
@@ -262,6 +326,8 @@ def sliding_window_predict(
             (e.g. nnU-Net's own, for models trained by nnU-Net).
         center_padding: pad inputs smaller than the patch on both sides (nnU-Net's ``pad_nd_image``)
             instead of at the end; the network sees the same tile as in nnU-Net.
+        tile_info: pass each call's :class:`TilePass` (tile origins, padding, mirror pass) to
+            ``predict_fn`` as a second argument. Default False: ``predict_fn(tiles)`` as before.
 
     Returns:
         (K, D, H, W) Gaussian-weighted average of the tile predictions, ``accumulate_dtype`` on
@@ -308,7 +374,8 @@ def sliding_window_predict(
         weight.clamp_(min=torch.finfo(accumulate_dtype).tiny ** 0.5)
     weight_sum = torch.zeros(padded, device=acc_device, dtype=accumulate_dtype)
     result: Tensor | None = None  # (K, D, H, W), allocated once K is known
-    predictor = _TilePredictor(predict_fn, mirror_sets, device, tile_batch_size, accumulate_dtype)
+    tile_fields = {"pad_before": tuple(before), "input_shape": (D, H, W)} if tile_info else None
+    predictor = _TilePredictor(predict_fn, mirror_sets, device, tile_batch_size, accumulate_dtype, tile_fields)
 
     done = 0
     with torch.no_grad():
@@ -317,7 +384,8 @@ def sliding_window_predict(
                 raise InferenceCancelled(f"prediction cancelled after {done} of {len(tiles)} tiles")
             batch = tiles[done : done + predictor.batch_size]
             inputs = torch.stack([image[(slice(None), *sl)] for sl in batch])  # (B, C, d, h, w)
-            for sl, pred in zip(batch, predictor(inputs)):
+            origins = [tuple(axis.start for axis in sl) for sl in batch]
+            for sl, pred in zip(batch, predictor(inputs, origins)):
                 pred = pred.to(acc_device)  # (K, d, h, w)
                 if result is None:
                     result = torch.zeros((pred.shape[0], *padded), device=acc_device, dtype=accumulate_dtype)

@@ -12,6 +12,11 @@ computed without gradient, in float32 with autocast off, and minimised with
 every voxel of the prediction's grid (targets at another resolution are resized with
 nearest-exact) or, with ``num_points``, on uniform random points shared by the image's
 predictions and targets.
+
+With a box head (issue 12) and box weights, DETR's box costs are added for the segments the box loss
+supervises (``box_losses.box_target_segments``; 0 for the others)::
+
+    C[q, n] += box_l1_weight * |box_q - box_n|_1 - box_giou_weight * GIoU(box_q, box_n)
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from MaskMedCore.losses.box_losses import (
+    box_target_segments,
+    center_to_corners,
+    pairwise_box_l1,
+    pairwise_generalized_box_iou,
+)
 from MaskMedCore.losses.mask_losses import autocast_off, pairwise_bce_cost, pairwise_dice_cost
 from MaskMedCore.losses.point_sampling import point_sample_3d, uniform_points
 from MaskMedCore.losses.targets import SegmentTargets, resize_masks
@@ -65,6 +76,9 @@ class HungarianMatcher(nn.Module):
         dice_weight: weight of the Dice mask cost.
         num_points: ``None`` compares masks on every voxel; an int P compares them on P uniform
             random points per image.
+        box_l1_weight: weight of the L1 box cost (DETR's ``cost_bbox``); used when boxes are given.
+        box_giou_weight: weight of the -GIoU box cost (DETR's ``cost_giou``); used when boxes are given.
+        instance_classes: ``ModelConfig.instance_classes``; selects the segments the box cost applies to.
     """
 
     def __init__(
@@ -73,6 +87,9 @@ class HungarianMatcher(nn.Module):
         bce_weight: float = 10.0,
         dice_weight: float = 10.0,
         num_points: int | None = None,
+        box_l1_weight: float = 0.0,
+        box_giou_weight: float = 0.0,
+        instance_classes: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if num_points is not None and num_points <= 0:
@@ -81,6 +98,9 @@ class HungarianMatcher(nn.Module):
         self.bce_weight = float(bce_weight)
         self.dice_weight = float(dice_weight)
         self.num_points = num_points
+        self.box_l1_weight = float(box_l1_weight)
+        self.box_giou_weight = float(box_giou_weight)
+        self.instance_classes = tuple(int(k) for k in instance_classes)
 
     @torch.no_grad()
     def cost_matrices(
@@ -89,6 +109,7 @@ class HungarianMatcher(nn.Module):
         mask_logits: Tensor,
         targets: Sequence[SegmentTargets],
         generator: torch.Generator | None = None,
+        boxes: Tensor | None = None,
     ) -> list[Tensor]:
         """The matching cost of every image.
 
@@ -97,6 +118,8 @@ class HungarianMatcher(nn.Module):
             mask_logits: (B, Q, D, H, W) logits.
             targets: B ``SegmentTargets`` with masks (N_b, D', H', W') at any resolution.
             generator: source of the random points when ``num_points`` is set.
+            boxes: (B, Q, 6) predicted centre-format boxes, or None. The box costs are added when boxes
+                are given, a box weight is non-zero and the targets carry boxes.
 
         Returns:
             B float32 costs of shape (Q, N_b).
@@ -107,6 +130,9 @@ class HungarianMatcher(nn.Module):
                 f"matcher inputs disagree: class_logits {tuple(class_logits.shape)}, mask_logits "
                 f"{tuple(mask_logits.shape)}, {len(targets)} targets; expected (B, Q, K+1), (B, Q, D, H, W), B"
             )
+        if boxes is not None and tuple(boxes.shape) != (B, Q, 6):
+            raise ValueError(f"matcher boxes have shape {tuple(boxes.shape)}; expected (B, Q, 6) = {(B, Q, 6)}")
+        use_boxes = boxes is not None and (self.box_l1_weight != 0.0 or self.box_giou_weight != 0.0)
         size = tuple(mask_logits.shape[2:])
         costs = []
         with autocast_off(mask_logits.device):
@@ -123,8 +149,19 @@ class HungarianMatcher(nn.Module):
                     + self.bce_weight * pairwise_bce_cost(pred, tgt)
                     + self.dice_weight * pairwise_dice_cost(pred, tgt)
                 )
+                if use_boxes and target.boxes is not None:
+                    cost = cost + self._box_cost(boxes[b].float(), target)
                 costs.append(cost)
         return costs
+
+    def _box_cost(self, pred: Tensor, target: SegmentTargets) -> Tensor:
+        """(Q, 6) predicted boxes -> (Q, N) box cost, zero in the columns of segments without a box loss."""
+        tgt = target.boxes.to(pred.device).float()  # (N, 6)
+        cost = self.box_l1_weight * pairwise_box_l1(pred, tgt) - self.box_giou_weight * pairwise_generalized_box_iou(
+            center_to_corners(pred), center_to_corners(tgt)
+        )
+        supervised = box_target_segments(target.labels.to(pred.device), self.instance_classes)  # (N,)
+        return cost * supervised[None].float()
 
     def _flatten_masks(
         self, pred: Tensor, masks: Tensor, size: tuple[int, ...], generator: torch.Generator | None
@@ -146,6 +183,7 @@ class HungarianMatcher(nn.Module):
         mask_logits: Tensor,
         targets: Sequence[SegmentTargets],
         generator: torch.Generator | None = None,
+        boxes: Tensor | None = None,
     ) -> list[MatchIndices]:
         """Match every image of the batch.
 
@@ -154,14 +192,21 @@ class HungarianMatcher(nn.Module):
             mask_logits: (B, Q, D, H, W) logits.
             targets: B ``SegmentTargets`` (masks at any resolution).
             generator: source of the random points when ``num_points`` is set.
+            boxes: (B, Q, 6) predicted centre-format boxes, or None (no box cost).
 
         Returns:
             B pairs (pred_idx, tgt_idx) of (min(Q, N_b),) int64 CPU tensors; empty for N_b = 0.
         """
-        return [solve_assignment(c) for c in self.cost_matrices(class_logits, mask_logits, targets, generator)]
+        costs = self.cost_matrices(class_logits, mask_logits, targets, generator, boxes)
+        return [solve_assignment(c) for c in costs]
 
     def extra_repr(self) -> str:
+        boxes = (
+            f", box_l1_weight={self.box_l1_weight}, box_giou_weight={self.box_giou_weight}"
+            if self.box_l1_weight or self.box_giou_weight
+            else ""
+        )
         return (
             f"class_weight={self.class_weight}, bce_weight={self.bce_weight}, "
-            f"dice_weight={self.dice_weight}, num_points={self.num_points}"
+            f"dice_weight={self.dice_weight}, num_points={self.num_points}" + boxes
         )

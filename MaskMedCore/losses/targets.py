@@ -7,17 +7,27 @@ downsampled to each stage with ``nearest-exact`` interpolation, as nnU-Net's
 ``DownsampleSegForDSTransform`` does. A small structure can vanish at a coarse stage; its segment
 is kept (the class set comes from the full-resolution map) with an empty mask there, so matching
 indices stay valid at every stage. (PLAN re-seeds such structures at their centroid; we do not.)
+
+Instance classes (issue 12, ``ModelConfig.instance_classes``): every 26-connected component of such a
+class (e.g. each lesion) is its own segment with that class id, so each lesion gets its own query.
+Segments are ordered by class id; the components of one instance class follow in
+``scipy.ndimage.label``'s order (raster order of each component's first voxel, D slowest). With
+``with_boxes`` every segment also carries its whole-voxel bounding box (``box_losses.boxes_from_masks``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import Tensor
 
 from MaskMedCore.errors import DataError
+from MaskMedCore.losses.box_losses import boxes_from_masks
 
 
 @dataclass(frozen=True)
@@ -25,12 +35,16 @@ class SegmentTargets:
     """The ground-truth segments of one image.
 
     Attributes:
-        labels: (N,) int64 class ids of the segments, sorted ascending.
+        labels: (N,) int64 class ids of the segments, sorted ascending (an instance class repeats once per
+            component).
         masks: (N, D, H, W) bool binary masks, one per segment.
+        boxes: (N, 6) float32 whole-voxel boxes ``(cz, cy, cx, d, h, w)`` as fractions of (D, H, W), or
+            None when the targets were built without boxes.
     """
 
     labels: Tensor
     masks: Tensor
+    boxes: Tensor | None = None
 
     @property
     def num_segments(self) -> int:
@@ -109,23 +123,60 @@ def segment_targets(label_map: Tensor, classes: Tensor | None = None) -> Segment
     return SegmentTargets(labels=classes, masks=masks)
 
 
-def build_targets(labels: Tensor) -> list[SegmentTargets]:
+def build_targets(
+    labels: Tensor, instance_classes: Sequence[int] = (), with_boxes: bool = False
+) -> list[SegmentTargets]:
     """Per-image segments of a batch of label maps.
 
     Args:
         labels: (B, D, H, W) integer labels.
+        instance_classes: label values whose 26-connected components are separate segments; the other
+            classes present give one segment each. Empty (default): one segment per class present.
+        with_boxes: also compute each segment's box (``SegmentTargets.boxes``).
 
     Returns:
-        B ``SegmentTargets``, each with the classes present in that image.
+        B ``SegmentTargets`` on the labels' device, segments sorted by (class id, component order).
     """
-    return [segment_targets(label_map) for label_map in labels]
+    instance = sorted({int(k) for k in instance_classes})
+    out = []
+    for label_map in labels:
+        target = segment_targets(label_map)
+        if instance:
+            target = _split_instances(label_map, target, instance)
+        if with_boxes:
+            target = SegmentTargets(target.labels, target.masks, boxes_from_masks(target.masks))
+        out.append(target)
+    return out
+
+
+def _split_instances(label_map: Tensor, semantic: SegmentTargets, instance: list[int]) -> SegmentTargets:
+    """Replace the one segment of each instance class by one segment per 26-connected component."""
+    present = semantic.labels.tolist()
+    if not any(k in present for k in instance):
+        return semantic
+    array = label_map.detach().cpu().numpy()
+    structure = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity: faces, edges and corners
+    ids, masks = [], []
+    for n, k in enumerate(present):
+        if k not in instance:
+            ids.append(torch.tensor([k]))
+            masks.append(semantic.masks[n : n + 1])
+            continue
+        components, count = ndimage.label(array == k, structure=structure)  # 0 = not k; 1..count in raster order
+        components = torch.from_numpy(components).to(label_map.device)
+        index = torch.arange(1, count + 1, device=label_map.device)
+        ids.append(torch.full((count,), k))
+        masks.append(components[None] == index[:, None, None, None])  # (count, D, H, W)
+    return SegmentTargets(torch.cat(ids).to(label_map.device), torch.cat(masks))
 
 
 def stage_targets(labels: Tensor, targets: list[SegmentTargets], size: tuple[int, int, int]) -> list[SegmentTargets]:
     """The segments of ``targets`` at a decoder stage's resolution.
 
-    The class set of every image is kept as it is (so matching indices refer to the same segments
-    at every stage); the masks come from the ``nearest-exact`` downsampled label map.
+    The segments of every image are kept as they are (so matching indices refer to the same segments
+    at every stage); each mask is resized with ``nearest-exact``, which gives exactly the masks of the
+    ``nearest-exact`` downsampled label map (both read the same source voxel) and also works for
+    instance segments. Boxes are fractions of the patch, so they carry over unchanged.
 
     Args:
         labels: (B, D, H, W) integer labels at input resolution.
@@ -137,8 +188,7 @@ def stage_targets(labels: Tensor, targets: list[SegmentTargets], size: tuple[int
     """
     if tuple(labels.shape[1:]) == tuple(size):
         return targets
-    small = downsample_labels(labels, size)
-    return [segment_targets(small[b], t.labels) for b, t in enumerate(targets)]
+    return [SegmentTargets(t.labels, resize_masks(t.masks, size), t.boxes) for t in targets]
 
 
 def resize_masks(masks: Tensor, size: tuple[int, int, int]) -> Tensor:

@@ -31,6 +31,13 @@ import numpy as np
 
 from MaskMedCore.errors import ConfigError, DataError
 from MaskMedCore.io_utils import atomic_write_text
+from MaskMedCore.metrics.case_evaluation import case_classification_metrics
+from MaskMedCore.metrics.instance_outputs import (
+    box_matches,
+    is_instance_map,
+    read_instance_outputs,
+    summarise_box_matches,
+)
 from MaskMedCore.metrics.lesion_evaluation import (
     LESION_CSV_COLUMNS,
     LesionSettings,
@@ -163,13 +170,20 @@ def _present_values(label_map: np.ndarray) -> set[int]:
     return {int(v) for v in np.unique(label_map)}
 
 
+def _ending(name: str) -> str:
+    return next(e for e in IMAGE_ENDINGS if name.lower().endswith(e))
+
+
 def _evaluate_case(
     pred_path: Path, ref_path: Path, classes: Classes | None, tolerance_mm: float, lesions: LesionSettings | None = None
 ) -> dict:
     """Metrics of one case; with ``classes=None`` every non-zero value present is a class.
 
-    With ``lesions`` the case also has ``"lesions"`` (JSON-ready) and ``"lesion_detections"``
-    (``{name: CaseDetections}``, picklable, popped by ``evaluate_folders`` for AP and FROC).
+    With ``lesions`` the case also has ``"lesions"`` (JSON-ready), ``"lesion_detections"``
+    (``{name: CaseDetections}``, picklable, popped by ``evaluate_folders`` for AP and FROC) and
+    ``"box_matches"`` (``{name: [...]}``, popped too). When the prediction folder holds the model's
+    instance outputs (``metrics/instance_outputs.py``) its scored instances are the detections. Every case
+    has ``"case_classification"`` (the summary's, {} without one; popped).
     """
     pred, pred_img = _read_label_map(pred_path)
     ref, ref_img = _read_label_map(ref_path)
@@ -191,13 +205,19 @@ def _evaluate_case(
             "ref_voxels": int(np.count_nonzero(ref_mask)),
         }
     case = {"case": ref_path.name, "spacing": list(spacing), "metrics": metrics, "present_values": sorted(present)}
+    outputs = read_instance_outputs(pred_path, _ending(pred_path.name), pred.shape)
+    case["case_classification"] = dict(outputs.case_classification)
     if lesions is not None:
-        case["lesions"], case["lesion_detections"] = {}, {}
+        case["lesions"], case["lesion_detections"], case["box_matches"] = {}, {}, {}
         for name, values in lesions.classes.items():
             pred_mask = class_mask(pred, values[0] if len(values) == 1 else values)
             ref_mask = class_mask(ref, values[0] if len(values) == 1 else values)
+            scored = outputs.scored(name, values)
             case["lesions"][name], case["lesion_detections"][name] = case_lesion_metrics(
-                pred_mask, ref_mask, spacing, lesions
+                pred_mask, ref_mask, spacing, lesions, None if scored is None else scored[0]
+            )
+            case["box_matches"][name] = (
+                [] if scored is None else box_matches(*scored, outputs, ref_mask, float(np.prod(spacing)))
             )
     return case
 
@@ -216,6 +236,7 @@ def evaluate_folders(
     lesion_classes: Sequence[str | int] | None = None,
     lesion_dilation: int = BRATS_DILATION_VOXELS,
     min_lesion_volume_mm3: float = BRATS_MIN_VOLUME_MM3,
+    case_labels: tuple[Sequence[tuple[str, Sequence[str]]], Mapping[str, Mapping[str, str]]] | None = None,
 ) -> dict:
     """Dice, HD95 and NSD of every predicted label map against its reference, per case and class.
 
@@ -234,6 +255,9 @@ def evaluate_folders(
         lesion_dilation: dilation in voxels of the BraTS 2023 lesion-wise Dice (default 3, BraTS-GLI).
         min_lesion_volume_mm3: reference lesions of at most this volume are not scored by the
             lesion-wise Dice (default 50 mm^3, BraTS-GLI).
+        case_labels: ``(tasks, truth)``: the dataset's case-level tasks ``((task, (class, ...)), ...)`` and
+            labels ``{case id: {task: class}}``; the result then has ``"case_classification"``
+            (``metrics/case_evaluation.py``) from the predictions' ``<case>_summary.json``.
 
     Returns:
         A JSON-ready dict (floats are plain; undefined values are ``nan``)::
@@ -246,7 +270,8 @@ def evaluate_folders(
              "mean": {"dice", "hd95", "nsd"}}   # over foreground classes
 
         With ``lesion_classes`` each case also has ``"lesions": {name: case_lesion_metrics(...)[0]}`` and
-        the result ``"lesions": summarise_lesions(...)``.
+        the result ``"lesions": summarise_lesions(...)``, whose classes gain ``"boxes"`` (box IoU of mask
+        and head boxes, ``metrics/instance_outputs.py``) when the predictions hold instance outputs.
 
     Raises:
         DataError: a folder is missing or empty, a file has no counterpart, cannot be read, is not a
@@ -266,6 +291,8 @@ def evaluate_folders(
         )
 
     preds = _list_label_maps(pred_dir, "prediction")
+    # The instance maps maskmed predict writes beside the label maps are read with them, not scored as cases.
+    preds = {n: p for n, p in preds.items() if not is_instance_map(n, _ending(n), set(preds))}
     refs = _list_label_maps(ref_dir, "reference")
     if not refs:
         raise DataError(f"no label maps ({', '.join(IMAGE_ENDINGS)}) found in reference folder {ref_dir}")
@@ -299,9 +326,18 @@ def evaluate_folders(
     lesion_summary = None
     if lesions is not None:
         detections = {name: [c["lesion_detections"][name] for c in cases] for name in lesions.classes}
+        boxes = {name: [row for c in cases for row in c["box_matches"][name]] for name in lesions.classes}
         for case in cases:
-            del case["lesion_detections"]  # not JSON; only AP and FROC need them
+            del case["lesion_detections"], case["box_matches"]  # not JSON; only the summary needs them
         lesion_summary = summarise_lesions(lesions, [c["lesions"] for c in cases], detections)
+        for name, rows in boxes.items():
+            if rows:
+                lesion_summary["classes"][name]["boxes"] = summarise_box_matches(rows)
+    predicted_cases = {_case_id(c["case"]): c.pop("case_classification") for c in cases}
+    classification = None
+    if case_labels is not None:
+        tasks, truth = case_labels
+        classification = case_classification_metrics(tasks, truth, predicted_cases)
 
     per_class = {}
     for name in classes:
@@ -326,7 +362,13 @@ def evaluate_folders(
     }
     if lesion_summary is not None:
         result["lesions"] = lesion_summary
+    if classification is not None:
+        result["case_classification"] = classification
     return result
+
+
+def _case_id(file_name: str) -> str:
+    return file_name[: -len(_ending(file_name))]
 
 
 def _json_ready(obj):

@@ -118,7 +118,11 @@ def resolve_lesion_classes(tokens: Sequence[str | int], classes: Mapping[str, tu
 
 
 def case_lesion_metrics(
-    pred_mask: np.ndarray, ref_mask: np.ndarray, spacing: Sequence[float], settings: LesionSettings
+    pred_mask: np.ndarray,
+    ref_mask: np.ndarray,
+    spacing: Sequence[float],
+    settings: LesionSettings,
+    instances: ScoredInstances | None = None,
 ) -> tuple[dict, CaseDetections]:
     """Lesion metrics of one class in one case.
 
@@ -127,6 +131,8 @@ def case_lesion_metrics(
         ref_mask: (D, H, W) binary reference of the class.
         spacing: voxel spacing (D, H, W) in mm.
         settings: the lesion-wise Dice parameters.
+        instances: the model's own scored instances of the class (``maskmed predict`` of an instance model);
+            None: the components of ``pred_mask``, each scored 1.0. The lesion-wise Dice always uses the masks.
 
     Returns:
         (JSON-ready ``{"ref_lesions", "pred_lesions", "voxel_dice", "lesion_dice", "lesion_dice_counts":
@@ -134,8 +140,11 @@ def case_lesion_metrics(
         the case's ``CaseDetections`` for AP and FROC).
     """
     brats = lesion_wise_dice(pred_mask, ref_mask, spacing, settings.dilation_voxels, settings.min_volume_mm3)
-    pred_labels, n_pred = lesion_components(pred_mask)
-    detections = detections_from_instances(ScoredInstances(pred_labels, np.ones(n_pred)), ref_mask)
+    if instances is None:
+        pred_labels, n_pred = lesion_components(pred_mask)
+        instances = ScoredInstances(pred_labels, np.ones(n_pred))
+    n_pred = int(instances.scores.size)
+    detections = detections_from_instances(instances, ref_mask)
     metrics = {
         "ref_lesions": detections.n_ref,
         "pred_lesions": n_pred,

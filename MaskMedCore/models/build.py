@@ -56,6 +56,8 @@ def build_model(cfg: ModelConfig) -> MaskMed:
             layers_per_stage=cfg.head_layers_per_stage,
             max_tokens=cfg.head_max_tokens,
             dropout=cfg.dropout,
+            box_head=cfg.box_head,
+            case_task_classes=[len(classes) for _, classes in cfg.case_tasks],
         )
     return MaskMed(
         encoder,

@@ -38,6 +38,12 @@ class MaskMedOutput:
         mask_embeddings: (B, Q, C_0) per-query mask embedding of the final stage, whose dot
             product with the finest decoder features gives the finest mask logits.
         decoupled: True for the decoupled head (sigmoid masks + K+1 classifier).
+        boxes: (B, Q, 6) final-stage boxes of a model with a box head, else None: sigmoid
+            ``(cz, cy, cx, d, h, w)``, centre and size as fractions of the input's (D, H, W).
+        stage_boxes: (B, Q, 6) per decoder stage, coarsest first, aligned with ``mask_logits``
+            (None without a box head).
+        case_logits: one (B, C_t) tensor of logits per case-level task (``ModelConfig.case_tasks``,
+            in that order); empty without a case head.
     """
 
     class_logits: Tensor
@@ -46,6 +52,9 @@ class MaskMedOutput:
     class_embeddings: Tensor
     mask_embeddings: Tensor
     decoupled: bool
+    boxes: Tensor | None = None
+    stage_boxes: list[Tensor] | None = None
+    case_logits: tuple[Tensor, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -68,6 +77,9 @@ class MaskMedOutput:
             class_embeddings=pick(self.class_embeddings),
             mask_embeddings=pick(self.mask_embeddings),
             decoupled=self.decoupled,
+            boxes=None if self.boxes is None else pick(self.boxes),
+            stage_boxes=None if self.stage_boxes is None else [pick(b) for b in self.stage_boxes],
+            case_logits=tuple(pick(c) for c in self.case_logits),
         )
 
     @staticmethod
@@ -85,6 +97,11 @@ class MaskMedOutput:
             class_embeddings=torch.cat([o.class_embeddings for o in outputs]),
             mask_embeddings=torch.cat([o.mask_embeddings for o in outputs]),
             decoupled=first.decoupled,
+            boxes=None if first.boxes is None else torch.cat([o.boxes for o in outputs]),
+            stage_boxes=None
+            if first.stage_boxes is None
+            else [torch.cat(parts) for parts in zip(*(o.stage_boxes for o in outputs), strict=True)],
+            case_logits=tuple(torch.cat(parts) for parts in zip(*(o.case_logits for o in outputs), strict=True)),
         )
 
 

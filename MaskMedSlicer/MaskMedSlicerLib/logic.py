@@ -6,6 +6,7 @@ Usable from the Slicer Python console and from plain Python on ``slicer-core``::
     result = logic.segment([volume_node], scene=scene)                  # bundled demo model
     result = logic.segment([volume_node], model="hippocampus", roi=roi)  # a bundled model, inside an ROI
     overlay = logic.show_query(result, 3)                                 # query 3's probability map
+    data = logic.instances(result)                                        # instances, boxes, case tasks
     logic.cleanup(result)                                                 # remove its table nodes
 
 ``segment`` blocks: it runs ``python -m MaskMedCore predict`` in a child process and polls it, calling
@@ -16,7 +17,9 @@ False, then ``logic.finish_segmentation(job)`` (or ``logic.cancel_segmentation(j
 the same input checks. Inside Slicer, ``python_executable`` should be ``PythonSlicer``.
 
 Temporary files live only while a job runs: finishing loads the label map, the query tables and compact
-query maps (:mod:`.query_maps`) into memory and the scene, then deletes the job's folders.
+query maps (:mod:`.query_maps`) into memory and the scene, and, for a model with instances, boxes or case
+tasks, the instance map and those summary keys (:mod:`.instance_results`, :mod:`.instance_views`), then
+deletes the job's folders.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import numpy as np
 
 from MaskMedSlicerLib.errors import MaskMedSlicerError, SegmentationCancelled
 from MaskMedSlicerLib.inputs import check_inputs, node_label, resolve_model
+from MaskMedSlicerLib.instance_results import InstanceOutputs, read_instance_outputs
+from MaskMedSlicerLib.instance_views import add_instance_nodes
 from MaskMedSlicerLib.models import ModelInfo, read_model_info
 from MaskMedSlicerLib.process import MaskMedProcess, build_predict_command, build_train_command, subprocess_env
 from MaskMedSlicerLib.progress import ProgressEvent
@@ -263,11 +268,15 @@ class MaskMedLogic:
         Everything it adds is removed again if any step fails; the folder itself is left to the caller.
         Args as in :meth:`segment`; ``reference`` is the first input volume node (the geometry of every
         output) and ``crop`` the :class:`~MaskMedSlicerLib.roi.RoiCrop` the inputs were cut to, if any.
+        Instance outputs (instance map, ``instances`` / ``boxes`` / ``case_classification``) are checked
+        before anything is added and loaded last (:func:`~MaskMedSlicerLib.instance_views.add_instance_nodes`:
+        they replace the volume's previous instance nodes); a summary without those keys adds nothing more.
         """
         queries = QueryResults.load(output_dir, CASE_ID)
         names = queries.label_names or list(info.label_names)
         base = reference.GetName()
         labels = read_image(Path(output_dir) / f"{CASE_ID}{FILE_ENDING}")
+        instance_outputs = read_instance_outputs(output_dir, CASE_ID, FILE_ENDING, queries.summary, labels)
         if crop is not None:
             labels = mask_outside(labels, crop)
         grid = ijk_to_ras(reference)
@@ -293,7 +302,7 @@ class MaskMedLogic:
                 source=f"the predicted label map of {node_label(reference)}",
             )
             has_matrices = queries.class_probabilities is not None
-            return SegmentationResult(
+            result = SegmentationResult(
                 segmentation_node=segmentation,
                 summary_table=queries.summary_table(scene, f"{base} MaskMed queries") if queries.has_queries else None,
                 class_probability_table=queries.class_probability_table(scene, f"{base} MaskMed query classes")
@@ -311,6 +320,25 @@ class MaskMedLogic:
                 model=info,
                 crop=crop,
             )
+            result.instances = add_instance_nodes(instance_outputs, reference, scene, crop, use_terminology)
+            return result
+
+    # ------------------------------------------------------------------------------------ instances
+    @staticmethod
+    def instances(result: SegmentationResult) -> dict:
+        """A result's instances, boxes and case classification as plain Python data (for scripts).
+
+        Returns:
+            ``{"instances": [...], "boxes": [...], "case_classification": {...}}``, empty lists / dict for a
+            model without them. Instances (by id) carry ``id``, ``class_name``, ``score``, ``voxel_count``,
+            ``volume_ml``, ``label_value``, ``query`` and ``segment_id`` (in ``result.instances.segmentation_node``);
+            boxes ``instance``, ``source`` (``mask`` | ``head``), ``index_min`` / ``index_max`` (inclusive IJK of
+            the volume), ``center_lps``, ``center_ras``, ``size_mm`` and ``roi_node_id``; each case task
+            ``predicted``, ``probability`` (of the prediction) and ``probabilities`` (class -> p).
+        """
+        if result.instances is None:
+            return InstanceOutputs("").as_dict()
+        return result.instances.as_dict()
 
     # ------------------------------------------------------------------------------------ queries
     def show_query(self, result: SegmentationResult, index: int, scene=None, volume_node=None, threshold=None):
@@ -363,12 +391,14 @@ class MaskMedLogic:
     # ------------------------------------------------------------------------------------ cleanup
     @staticmethod
     def cleanup(result: SegmentationResult, remove_nodes_too: bool = False) -> None:
-        """Remove the result's table nodes and query maps; with ``remove_nodes_too`` its segmentation too."""
+        """Remove the result's table nodes and query maps; with ``remove_nodes_too`` its segmentation and
+        instance nodes too."""
         result.remove_tables()
         if remove_nodes_too:
             scene = result.segmentation_node.GetScene()
             if scene is not None:
-                remove_nodes(scene, [result.segmentation_node])
+                instance_nodes = result.instances.nodes() if result.instances is not None else []
+                remove_nodes(scene, [result.segmentation_node, *instance_nodes])
 
     # ------------------------------------------------------------------------------------ training
     def start_training(

@@ -2,7 +2,9 @@
 
 A job owns two temporary folders (the exported inputs, the child's prediction folder); both are deleted
 when the job is finished or cancelled, so a run leaves no file behind. A result owns the nodes it added
-besides the segmentation (four table nodes) and the compact per-query maps (:mod:`.query_maps`).
+besides the segmentation (four table nodes) and the compact per-query maps (:mod:`.query_maps`); the
+instance nodes of a model with instances, boxes or case tasks (:mod:`.instance_views`) are results like
+the segmentation: clearing the inspection data keeps them, the next such run on the volume replaces them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from MaskMedSlicerLib.errors import MaskMedSlicerError
+from MaskMedSlicerLib.instance_views import InstanceNodes
 from MaskMedSlicerLib.models import ModelInfo
 from MaskMedSlicerLib.process import MaskMedProcess
 from MaskMedSlicerLib.query_maps import QueryMap
@@ -70,6 +73,8 @@ class SegmentationResult:
         reference_volume_node: the first input volume (geometry of every output).
         model: the model that produced it.
         crop: the ROI's part of the volume it was predicted in, or None.
+        instances: the instance segmentation, box ROIs and instance / case-classification tables, or None
+            for a model without instances, boxes or case tasks.
     """
 
     segmentation_node: object
@@ -82,6 +87,7 @@ class SegmentationResult:
     reference_volume_node: object = None
     model: ModelInfo | None = None
     crop: RoiCrop | None = None
+    instances: InstanceNodes | None = None
 
     @property
     def has_queries(self) -> bool:
@@ -94,8 +100,9 @@ class SegmentationResult:
         return [n for n in (*tables, self.mask_embedding_table) if n is not None]
 
     def nodes(self) -> list:
-        """The nodes this result added, the segmentation node first."""
-        return [self.segmentation_node, *self.tables()]
+        """The nodes this result added, the segmentation node first (then its tables and instance nodes)."""
+        instance_nodes = self.instances.nodes() if self.instances is not None else []
+        return [self.segmentation_node, *self.tables(), *instance_nodes]
 
     def query_map(self, index: int) -> QueryMap:
         """The compact probability map of query ``index``."""

@@ -129,6 +129,10 @@ class SegmentTask:
         segmentation = result.segmentation_node
         count = segmentation.GetSegmentation().GetNumberOfSegments()
         self.status = f"Done: {count} segment(s) in '{segmentation.GetName()}'."
+        instances = result.instances
+        if instances is not None and instances.instances_table is not None:
+            table = instances.instances_table.GetName()
+            self.status += f" {len(instances.outputs.instances)} instance(s): see table '{table}'."
 
     def run(self, volume_nodes, progress=None, poll_interval: float = 0.1, **options):
         """Blocking :meth:`start` + :meth:`poll` loop for scripts; returns the result.

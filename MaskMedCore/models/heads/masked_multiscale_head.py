@@ -20,6 +20,11 @@ With ``masked_attention`` the previous stage's masks (sigmoid < 0.5, detached, r
 pooled grid) restrict cross-attention; a query whose mask is empty attends everywhere.
 The mask embedding of stage s has C_s channels and is dotted directly with that stage's
 decoder features, so the head adds no full-resolution projection.
+
+Multi-task options (issue 12, decoupled head only), both absent from the state dict when off:
+``box_head`` adds one 3-layer box MLP (DETR's ``bbox_embed``), shared by the stages as the class MLP is,
+on each stage's decoder-normed queries; its sigmoid gives ``(cz, cy, cx, d, h, w)`` as fractions of the
+input patch. ``case_task_classes`` adds a ``CaseClassificationHead`` reading the final stage's queries.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from MaskMedCore.layers.transformer_layers import (
     SelfAttentionLayer,
     unblock_empty_rows,
 )
+from MaskMedCore.models.heads.case_head import CaseClassificationHead
 from MaskMedCore.models.heads.stage_memory import StageMemory
 from MaskMedCore.models.outputs import MaskMedOutput
 
@@ -75,6 +81,8 @@ class MaskedMultiScaleHead(nn.Module):
     layers_per_stage: transformer blocks per stage.
     max_tokens: cross-attention memory budget per stage.
     dropout: dropout in transformer layers.
+    box_head: also predict one box per query and stage (variant ``decoupled`` only).
+    case_task_classes: C_t per case-level task; non-empty adds the case head (variant ``decoupled`` only).
     """
 
     def __init__(
@@ -91,12 +99,16 @@ class MaskedMultiScaleHead(nn.Module):
         layers_per_stage: int = 1,
         max_tokens: int = 4096,
         dropout: float = 0.0,
+        box_head: bool = False,
+        case_task_classes: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if variant not in QUERY_VARIANTS:
             raise ValueError(f"variant is {variant!r}; expected one of {QUERY_VARIANTS}")
         if masked_attention and (variant != "decoupled" or not shared_queries):
             raise ValueError("masked_attention needs variant 'decoupled' and shared queries")
+        if (box_head or case_task_classes) and variant != "decoupled":
+            raise ValueError(f"box_head and case tasks need variant 'decoupled', got {variant!r}")
         n = len(stage_channels)
         self.variant = variant
         self.shared = shared_queries
@@ -126,6 +138,13 @@ class MaskedMultiScaleHead(nn.Module):
             self.class_mlps = nn.ModuleList(MLP(dim, dim, num_classes, n_layers=2) for _ in range(n_sets))
         else:
             self.class_mlp = MLP(dim, dim, num_classes, n_layers=2)
+        # Created only when asked for, so models without them keep their state-dict keys.
+        self.box_head = box_head
+        if box_head:
+            self.box_mlp = MLP(dim, dim, 6, n_layers=3)
+        self.case_head = (
+            CaseClassificationHead(dim, heads, ffn_dim, case_task_classes, dropout) if case_task_classes else None
+        )
 
     # ------------------------------------------------------------------ helpers
     def _queries(self, index: int, batch: int) -> tuple[Tensor, Tensor]:
@@ -164,8 +183,8 @@ class MaskedMultiScaleHead(nn.Module):
         n = len(features)
         B = features[0].shape[0]
         needed = range(n) if (all_stages or self.shared or self.masked_attention) else [n - 1]
-        masks, classes = [], []
-        x = prev_masks = hidden = None
+        masks, classes, boxes = [], [], []
+        x = prev_masks = hidden = pos = None
         class_emb = mask_emb = None
         for s in needed:
             set_index = 0 if self.shared else s
@@ -190,6 +209,8 @@ class MaskedMultiScaleHead(nn.Module):
             if all_stages or s == n - 1:
                 masks.append(mask_logits)
                 classes.append(cls_logits)
+                if self.box_head:
+                    boxes.append(self.box_mlp(hidden).sigmoid())  # (B, Q, 6) (cz, cy, cx, d, h, w)
         return MaskMedOutput(
             class_logits=classes[-1],
             mask_logits=masks,
@@ -197,4 +218,7 @@ class MaskedMultiScaleHead(nn.Module):
             class_embeddings=class_emb,
             mask_embeddings=mask_emb,
             decoupled=self.variant == "decoupled",
+            boxes=boxes[-1] if self.box_head else None,
+            stage_boxes=boxes if self.box_head else None,
+            case_logits=() if self.case_head is None else self.case_head(hidden, pos),
         )

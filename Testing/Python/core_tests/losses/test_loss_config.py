@@ -49,7 +49,9 @@ def test_bad_values_name_the_field(field, value, words):
 
 def test_all_zero_weights_rejected():
     with pytest.raises(ConfigError, match="all 0"):
-        LossConfig(class_weight=0, bce_weight=0, dice_weight=0)
+        LossConfig(class_weight=0, bce_weight=0, dice_weight=0, case_weight=0)
+    # A classification-only baseline: no set terms, the case term is the loss.
+    assert LossConfig(class_weight=0, bce_weight=0, dice_weight=0).case_weight == 1.0
 
 
 def test_unknown_keys_rejected_by_name():
