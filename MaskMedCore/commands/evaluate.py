@@ -153,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
             if "boxes" in m:
                 b = m["boxes"]
                 print(
-                    f"{name} boxes (IoU with the reference lesion's box; small <= {b['small_lesion_mm3']:g} mm^3): "
+                    f"{name} boxes (IoU with the reference lesion's box; small: <= the median "
+                    f"{b['small_lesion_mm3']:.0f} mm^3): "
                     f"mask {_fmt(b['mask_all'], 3)} (small {_fmt(b['mask_small'], 3)}, n={b['n_mask_small']}), "
                     f"head {_fmt(b['head_all'], 3)} (small {_fmt(b['head_small'], 3)}, n={b['n_head_small']})"
                 )

@@ -154,8 +154,22 @@ def train_row(row: str, datasets: dict[str, Path], work: Path, iterations: int) 
     )
     if result.stopped_early:
         raise SystemExit(f"{row}: training stopped early ({result.stop_reason}); run again to resume")
-    (run / "done.json").write_text(json.dumps({"iterations": result.iterations, "seconds": time.perf_counter() - t0}))
+    (run / "done.json").write_text(
+        json.dumps({"iterations": result.iterations_done, "seconds": training_seconds(run, time.perf_counter() - t0)})
+    )
     return run
+
+
+def training_seconds(run: Path, fallback: float) -> float:
+    """Wall seconds of the training iterations from ``train.log`` (its last ``elapsed_seconds``; a resumed
+    run's log continues the count), else ``fallback``."""
+    elapsed = None
+    for line in (run / "train.log").read_text().splitlines():
+        try:
+            elapsed = json.loads(line).get("elapsed_seconds", elapsed)
+        except json.JSONDecodeError:
+            continue
+    return float(elapsed) if elapsed is not None else fallback
 
 
 def step_seconds(row: str, datasets: dict[str, Path], work: Path, steps: int = 8, warmup: int = 3) -> float:
@@ -277,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-cases", type=int, default=24)
     parser.add_argument("--test-cases", type=int, default=12)
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"JSON to update (default {RESULTS})")
     parser.add_argument(
         "--retime",
         action="store_true",
@@ -287,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
     datasets = make_datasets(args.work, args.train_cases, args.test_cases)
-    report = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": {}}
+    results = args.results
+    report = json.loads(results.read_text()) if results.is_file() else {"rows": {}}
     report.update(
         synthetic=True,
         iterations=args.iterations,
@@ -311,10 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             "train_seconds": json.loads((run / "done.json").read_text())["seconds"],
             "metrics": evaluate_row(row, datasets, predictions),
         }
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(report, indent=2, default=float) + "\n")
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(report, indent=2, default=float) + "\n")
         print(json.dumps({row: report["rows"][row]}, indent=2, default=float), flush=True)
-    print(f"wrote {RESULTS}")
+    print(f"wrote {results}")
     return 0
 
 

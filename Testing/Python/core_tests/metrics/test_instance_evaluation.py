@@ -117,7 +117,10 @@ def test_box_ious_of_mask_and_head_boxes(folders):
     # both reference lesions matched; their mask boxes are exact; only lesion 2's instance has a head box
     assert boxes["mask_all"] == pytest.approx(1.0) and boxes["n_mask_all"] == 2
     assert boxes["head_all"] == pytest.approx(0.6) and boxes["n_head_all"] == 1
-    assert boxes["n_mask_small"] == 2  # 18 and 32 mm^3 are both small
+    # the smaller half: volumes 18 and 32 mm^3, median 25: lesion 1 (exact mask box, no head box)
+    assert boxes["small_lesion_mm3"] == 25.0
+    assert boxes["n_mask_small"] == 1 and boxes["mask_small"] == pytest.approx(1.0)
+    assert boxes["n_head_small"] == 0 and math.isnan(boxes["head_small"])
 
 
 def test_box_iou_by_hand():
