@@ -3,6 +3,7 @@
 from MaskMedCore.inference.sliding_window import (
     InferenceCancelled,
     InferenceOutOfMemory,
+    TilePass,
     gaussian_importance_map,
     sliding_window_predict,
     tile_positions,
@@ -11,6 +12,7 @@ from MaskMedCore.inference.sliding_window import (
 __all__ = [
     "InferenceCancelled",
     "InferenceOutOfMemory",
+    "TilePass",
     "gaussian_importance_map",
     "sliding_window_predict",
     "tile_positions",

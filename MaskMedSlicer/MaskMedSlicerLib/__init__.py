@@ -10,7 +10,8 @@ run leaves), ``inspection`` (the Inspect section's nodes), ``roi`` (segmenting i
 ``model_list`` (the model selector), ``model_info`` / ``models`` / ``nnunet_models`` (reading, finding and
 installing MaskMed checkpoints and nnU-Net v2 result folders), ``model_cards`` (what each listed model is),
 ``segmentation_io`` / ``volume_io`` / ``query_views`` /
-``training_views`` (MRML in and out), ``terminology`` and ``colors``, ``process`` (child processes).
+``training_views`` (MRML in and out), ``instance_results`` / ``instance_views`` (instances, boxes and case
+predictions of a multi-task model), ``terminology`` and ``colors``, ``process`` (child processes).
 """
 
 from MaskMedSlicerLib.colors import default_label_colors
@@ -19,6 +20,8 @@ from MaskMedSlicerLib.dependencies import REQUIRED_PACKAGES, missing_packages
 from MaskMedSlicerLib.device_probe import DeviceProbe
 from MaskMedSlicerLib.errors import MaskMedSlicerError, SegmentationCancelled
 from MaskMedSlicerLib.inspection import Inspection
+from MaskMedSlicerLib.instance_results import InstanceOutputs, read_instance_outputs
+from MaskMedSlicerLib.instance_views import InstanceNodes, add_instance_nodes, instance_result_nodes
 from MaskMedSlicerLib.logic import MaskMedLogic
 from MaskMedSlicerLib.model_cards import ModelCardInfo, model_card_info
 from MaskMedSlicerLib.model_list import ModelList
@@ -68,6 +71,11 @@ __all__ = [
     "describe_validation",
     "DeviceProbe",
     "Inspection",
+    "InstanceOutputs",
+    "read_instance_outputs",
+    "InstanceNodes",
+    "add_instance_nodes",
+    "instance_result_nodes",
     "ModelList",
     "MaskMedSlicerError",
     "SegmentationCancelled",
