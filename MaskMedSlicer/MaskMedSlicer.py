@@ -276,7 +276,11 @@ class MaskMedSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
 
     def selectedInputVolumes(self) -> list:
-        return [getattr(self._parameterNode, f"inputVolume{c}") for c in range(self._modelChannels)]
+        """One volume per model channel, or a colour (vector) volume alone when it holds every channel."""
+        from MaskMedSlicerLib.inputs import nodes_for_model
+
+        selected = [getattr(self._parameterNode, f"inputVolume{c}") for c in range(self._modelChannels)]
+        return nodes_for_model(selected, self._modelChannels)
 
     def updateGuiState(self, caller=None, event=None) -> None:
         """Enable the Segment and Train buttons from the parameter node and the running tasks."""

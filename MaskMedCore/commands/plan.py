@@ -2,7 +2,9 @@
 
 Writes ``fingerprint.json``, ``plan.json`` (nnU-Net's 3d_fullres configuration), ``plan_cpu.json``
 (the CPU-sized 3d_cpu configuration: same spacing and normalisation, so the same preprocessed cases;
-smaller patch, see ``data/planner.py``) and the preprocessed cases into ``--out`` (default: the
+smaller patch, see ``data/planner.py``), ``plan_2d.json`` (nnU-Net's 2d configuration: a 2D network on
+single slices of the same preprocessed cases, ``data/planner_2d.py``; ``--configuration`` limits which of
+the last two are written) and the preprocessed cases into ``--out`` (default: the
 per-dataset cache folder, never the dataset folder). A second run on an unchanged dataset reuses
 the validation, the fingerprint and every preprocessed case.
 """
@@ -22,6 +24,13 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="PREPROCESSED_DIR", help="output folder (default: $MASKMED_PREPROCESSED/...)")
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("D", "H", "W"), help="patch instead of automatic")
     p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory to size patch and batch for")
+    p.add_argument(
+        "--configuration",
+        choices=("all", "3d_fullres", "3d_cpu", "2d"),
+        default="all",
+        help="configurations to plan (default all); plan.json (3d_fullres) is always written: every "
+        "configuration trains on the cases it preprocesses",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--no-preprocess", action="store_true", help="stop after writing plan.json")
     p.set_defaults(func=run)
@@ -31,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from MaskMedCore.data.dataset import load_dataset
     from MaskMedCore.data.fingerprint import compute_fingerprint
     from MaskMedCore.data.planner import PLAN_FILES, cpu_plan, plan_dataset
+    from MaskMedCore.data.planner_2d import plan_2d
     from MaskMedCore.data.preprocessed_store import (
         check_output_folder,
         dataset_signature,
@@ -67,20 +77,31 @@ def run(args: argparse.Namespace) -> int:
         gpu_memory_gb=args.gpu_memory_gb,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
     )
-    plans = {"3d_fullres": plan, "3d_cpu": cpu_plan(plan, keep_patch=args.patch_size is not None)}
+    plans = {"3d_fullres": plan}
+    if args.configuration in ("all", "3d_cpu"):
+        plans["3d_cpu"] = cpu_plan(plan, keep_patch=args.patch_size is not None)
+    if args.configuration in ("all", "2d"):
+        plans["2d"] = plan_2d(plan, len(dataset.cases), gpu_memory_gb=args.gpu_memory_gb)
     out.mkdir(parents=True, exist_ok=True)
     for name, configured in plans.items():
         atomic_write_text(out / PLAN_FILES[name], configured.to_json() + "\n")
-    fullres_path, cpu_path, cpu = out / PLAN_FILES["3d_fullres"], out / PLAN_FILES["3d_cpu"], plans["3d_cpu"]
     print(
-        f"plan: {fullres_path} (spacing {list(plan.target_spacing)}, patch {list(plan.patch_size)}, "
+        f"plan: {out / PLAN_FILES['3d_fullres']} (spacing {list(plan.target_spacing)}, patch {list(plan.patch_size)}, "
         f"batch {plan.batch_size}, {len(plan.strides)} stages, normalisation "
         f"{[n.scheme for n in plan.normalization]})"
     )
-    print(
-        f"CPU plan: {cpu_path} (patch {list(cpu.patch_size)}, batch {cpu.batch_size}, {len(cpu.strides)} stages; "
-        "'maskmed train' uses it on a CPU unless given --configuration 3d_fullres)"
-    )
+    if "3d_cpu" in plans:
+        cpu = plans["3d_cpu"]
+        print(
+            f"CPU plan: {out / PLAN_FILES['3d_cpu']} (patch {list(cpu.patch_size)}, batch {cpu.batch_size}, "
+            f"{len(cpu.strides)} stages; 'maskmed train' uses it on a CPU unless given --configuration 3d_fullres)"
+        )
+    if "2d" in plans:
+        flat = plans["2d"]
+        print(
+            f"2d plan: {out / PLAN_FILES['2d']} (slice patch {list(flat.network_patch_size)}, batch "
+            f"{flat.batch_size}, {len(flat.strides)} stages; 'maskmed train --configuration 2d')"
+        )
     if args.no_preprocess:
         return 0
     summary = preprocess_dataset(dataset, plan, out, workers=workers, progress=True)

@@ -1,4 +1,12 @@
-"""``maskmed predict``: segment files or a folder with a trained run or checkpoint."""
+"""``maskmed predict``: segment files or a folder with a trained run or checkpoint.
+
+Inputs are 3D volumes or 2D images (PNG, BMP, JPEG, TIFF, DICOM frames), read as volumes with one slice
+(:mod:`MaskMedCore.data.natural_images`); a colour 2D image is one file that holds the model's channels.
+The outputs of a 2D input are 2D files with the input's exact stored geometry, in the input's format where
+it is lossless (PNG, BMP, TIFF); JPEG inputs give PNG label maps, DICOM inputs ``.nii.gz``
+(:func:`~MaskMedCore.data.natural_images.output_endings`), and ``<case>_summary.json`` says why in
+``output_endings``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,10 @@ from pathlib import Path
 
 from MaskMedCore.errors import DataError, MaskMedError
 
+# 3D formats, then the 2D ones of MaskMedCore.data.natural_images (PACKED_CHANNEL_ENDINGS), listed here so that
+# 'maskmed --help' imports no image library.
 IMAGE_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr")
+IMAGE_ENDINGS += (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
@@ -29,7 +40,8 @@ def register(subparsers) -> None:
         "--input",
         required=True,
         nargs="+",
-        help="a folder (nnU-Net naming <case>_0000<ending>, ...), or the channel files of one case in order",
+        help="a folder (nnU-Net naming <case>_0000<ending>, ...), or the channel files of one case in order; 2D "
+        "images (PNG, BMP, JPEG, TIFF, DICOM) are single slices, a colour image one file holding every channel",
     )
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--device", default="auto", help="auto, cuda or cpu")
@@ -71,7 +83,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--save-queries", action="store_true", help="write each query's mask probability map")
     p.add_argument("--save-embeddings", action="store_true", help="write class/mask embeddings (.npz)")
-    p.add_argument("--output-format", help="file ending of the outputs (default: the input's), e.g. .nii.gz")
+    p.add_argument(
+        "--output-format",
+        help="file ending of the outputs, e.g. .nii.gz (default: the input's; JPEG inputs give .png, DICOM inputs "
+        ".nii.gz, and probability maps of PNG/BMP/JPEG inputs .tif)",
+    )
     p.add_argument(
         "--tile-batch",
         type=int,
@@ -92,13 +108,21 @@ def split_ending(path: Path) -> tuple[str, str]:
 
 
 def group_cases(inputs: list[str], num_channels: int) -> dict[str, tuple[list[Path], str]]:
-    """case id -> (channel files in order, file ending)."""
+    """case id -> (channel files in order, file ending).
+
+    A case of a 2D format (PNG, BMP, JPEG, TIFF, DICOM) with only ``<case>_0000`` (or one file given) may hold
+    every channel as colours: its list then has that one file, and reading it checks the channel count.
+    """
+    from MaskMedCore.data.natural_images import packs_channels
+
     paths = [Path(p) for p in inputs]
     for p in paths:
         if not p.exists():
             raise DataError(f"input {p} does not exist")
     if len(paths) == 1 and paths[0].is_dir():
-        files = sorted(f for f in paths[0].iterdir() if f.is_file() and split_ending(f)[1] in IMAGE_ENDINGS)
+        files = sorted(
+            f for f in paths[0].iterdir() if f.is_file() and not f.name.startswith(".") and _is_image_file(f)
+        )
         cases: dict[str, dict[int, Path]] = {}
         endings: dict[str, str] = {}
         for f in files:
@@ -111,20 +135,43 @@ def group_cases(inputs: list[str], num_channels: int) -> dict[str, tuple[list[Pa
             raise DataError(f"input folder {paths[0]} holds no image files ({', '.join(IMAGE_ENDINGS)})")
         out = {}
         for case, chans in cases.items():
+            if sorted(chans) == [0] and num_channels > 1 and packs_channels(endings[case]):
+                out[case] = ([chans[0]], endings[case])  # a colour image: its pixels hold the channels
+                continue
             if sorted(chans) != list(range(num_channels)):
                 raise DataError(
                     f"case {case} in {paths[0]} has channels {sorted(chans)}; the model needs "
-                    f"{list(range(num_channels))} (files <case>_0000, <case>_0001, ...)"
+                    f"{list(range(num_channels))} (files <case>_0000, <case>_0001, ...; a colour 2D image may hold "
+                    "them all in <case>_0000)"
                 )
             out[case] = ([chans[c] for c in range(num_channels)], endings[case])
         return out
     if any(p.is_dir() for p in paths):
         raise DataError("give either one input folder or the channel files of one case, not a mix")
-    if len(paths) != num_channels:
-        raise DataError(f"the model needs {num_channels} channel file(s), got {len(paths)}: {[str(p) for p in paths]}")
     stem, ending = split_ending(paths[0])
+    packed = len(paths) == 1 and num_channels > 1 and packs_channels(ending)
+    if len(paths) != num_channels and not packed:
+        raise DataError(f"the model needs {num_channels} channel file(s), got {len(paths)}: {[str(p) for p in paths]}")
     match = _CHANNEL.match(stem)
     return {match["case"] if match else stem: (paths, ending)}
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.name.lower().endswith(IMAGE_ENDINGS)
+
+
+def read_case_input(files: list[Path], channel_names) -> list:
+    """The model's C channels of one case as 3D SimpleITK images, from one file per channel or one colour file.
+
+    Raises:
+        DataError: naming the file, when it cannot be read or holds another number of channels.
+    """
+    from MaskMedCore.data.image_io import read_image_channels
+
+    expected_by = f"the model (channels {list(channel_names)})"
+    if len(files) == 1:
+        return read_image_channels(files[0], len(channel_names), expected_by=expected_by)
+    return [read_image_channels(f, 1, expected_by=expected_by)[0] for f in files]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,11 +218,10 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     try:
         for n, (case, (files, ending)) in enumerate(cases.items(), start=1):
-            ending = args.output_format or (".nii.gz" if ending == ".seg.nrrd" else ending)
             progress.start_case(case, n)
             try:
                 result = predict_case(predictor, files, args, progress.tiles)
-                written = result.write(out_dir, case, ending, args.save_queries, args.save_embeddings)
+                written = write_case(result, out_dir, case, files[0], ending, args)
             except MaskMedError as exc:
                 failed += 1
                 progress.write(f"maskmed predict: case {case}: error: {exc}")
@@ -198,10 +244,78 @@ def predict_case(predictor, files: list[Path], args: argparse.Namespace, progres
     """One case; the instance threshold goes to MaskMed models (nnU-Net models have no queries)."""
     from MaskMedCore.inference.predictor import Predictor
 
+    channels = read_case_input(files, predictor.channel_names)
     kwargs = {"save_queries": args.save_queries, "progress": progress}
     if isinstance(predictor, Predictor):
         kwargs["instance_threshold"] = args.instance_threshold
-    return predictor.predict(files, **kwargs)
+    return predictor.predict(channels, **kwargs)
+
+
+def write_case(result, out_dir: Path, case: str, first_file: Path, input_ending: str, args: argparse.Namespace) -> dict:
+    """Write one case's outputs; a 2D input's outputs are 2D with its stored geometry.
+
+    Endings: ``--output-format`` for every output, else
+    :func:`~MaskMedCore.data.natural_images.output_endings`. The summary gets ``output_endings`` when an
+    ending differs from the input's (with the reason), and ``class_areas_mm2`` for a 2D input.
+
+    Returns:
+        What was written: ``labels``, ``summary`` and, when written, ``instances``, ``queries``, ``embeddings``.
+    """
+    from MaskMedCore.data.image_io import input_geometry_2d
+    from MaskMedCore.data.natural_images import OutputEndings, output_endings
+
+    endings = OutputEndings(args.output_format, args.output_format) if args.output_format else None
+    endings = endings or output_endings(input_ending)
+    geometry = input_geometry_2d(first_file)
+    if geometry is not None:
+        restore_2d(result, geometry)
+    notes = {}
+    if endings.labels != input_ending:
+        notes["labels"] = {"ending": endings.labels, "reason": endings.labels_reason or "--output-format"}
+    maps_written = args.save_queries and result.query_probabilities is not None
+    if maps_written and endings.maps != input_ending:
+        notes["query_maps"] = {"ending": endings.maps, "reason": endings.maps_reason or "--output-format"}
+    if notes:
+        result.extra["output_endings"] = {"input": input_ending, **notes}
+    together = endings.maps == endings.labels
+    written = result.write(out_dir, case, endings.labels, args.save_queries and together, args.save_embeddings)
+    if maps_written and not together:
+        written["queries"] = write_query_maps(result, out_dir, case, endings.maps)
+    return written
+
+
+def restore_2d(result, geometry) -> None:
+    """Make a prediction's images 2D with ``geometry`` (the 2D input's stored one), and add ``class_areas_mm2``.
+
+    Volumes (``class_volumes_ml``) stay as computed, with the single slice's 999 mm spacing; areas are what
+    a 2D image has.
+    """
+    import numpy as np
+    import SimpleITK as sitk
+
+    from MaskMedCore.data.natural_images import to_2d
+
+    result.labels = to_2d(result.labels, geometry)
+    if result.instance_map is not None:
+        result.instance_map = to_2d(result.instance_map, geometry)
+    if result.query_probabilities is not None:
+        result.query_probabilities = [to_2d(m, geometry) for m in result.query_probabilities]
+    pixel_mm2 = float(np.prod(geometry.spacing))
+    counts = np.bincount(sitk.GetArrayViewFromImage(result.labels).ravel(), minlength=len(result.label_names))
+    result.extra["class_areas_mm2"] = {
+        name: round(float(counts[k]) * pixel_mm2, 6) for k, name in enumerate(result.label_names) if k > 0
+    }
+
+
+def write_query_maps(result, out_dir: Path, case: str, ending: str) -> Path:
+    """Per-query probability maps in ``<case>_queries/`` (as ``Prediction.write`` names them) with ``ending``."""
+    from MaskMedCore.data.image_io import write_image
+
+    folder = out_dir / f"{case}_queries"
+    folder.mkdir(exist_ok=True)
+    for info, image in zip(result.queries, result.query_probabilities, strict=True):
+        write_image(image, folder / f"query_{info.index:02d}_{info.class_name}{ending}")
+    return folder
 
 
 def case_outputs_text(result) -> str:

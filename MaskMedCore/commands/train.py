@@ -44,9 +44,10 @@ def register(subparsers) -> None:
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("D", "H", "W"), help="plan this patch (first run)")
     p.add_argument(
         "--configuration",
-        choices=("auto", "3d_fullres", "3d_cpu"),
+        choices=("auto", "3d_fullres", "3d_cpu", "2d"),
         default="auto",
-        help="plan to train with: 3d_cpu (smaller patch) on a CPU, 3d_fullres on a GPU (auto)",
+        help="plan to train with: 3d_cpu (smaller patch) on a CPU, 3d_fullres on a GPU (auto); 2d: nnU-Net's 2d "
+        "configuration, a 2D network trained on single slices (predicts slice by slice)",
     )
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--workers", type=int, default=2, help="background data-loading processes")

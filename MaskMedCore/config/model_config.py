@@ -11,6 +11,7 @@ code paths:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,8 +24,14 @@ from MaskMedCore.config.validation import (
 )
 from MaskMedCore.errors import ConfigError
 
-HEADS = ("pointwise", "mlp_cls", "attn_cls", "attn_cls_mask", "decoupled")
-"""Segmentation heads, in the order of the paper's Table 3 (Fig. 1b, c, d, e, f)."""
+HEADS = ("pointwise", "mlp_cls", "attn_cls", "attn_cls_mask", "decoupled", "qtseg")
+"""Segmentation heads, in the order of the paper's Table 3 (Fig. 1b, c, d, e, f), then ``qtseg``: QTSeg's
+query-token decoder (one fixed token per class, dual-mix attention, multi-level feature distribution; issue 13),
+an ablation baseline of fixed class tokens against Hungarian-matched queries."""
+FIXED_QUERY_HEADS = ("pointwise", "qtseg")
+"""Heads with exactly one output per class and no matching (trained with CE + Dice on per-class logits)."""
+SPATIAL_DIMS = (2, 3)
+"""Networks are 2D (kernels/strides are (H, W) pairs, input (B, C, H, W)) or 3D ((D, H, W) triplets)."""
 
 QUERY_MODES = ("per_stage", "shared")
 ENCODERS = ("plain", "residual")
@@ -34,7 +41,8 @@ PRESETS = ("paper", "tiny")
 INSTANCE_QUERIES_PER_CLASS = 10
 """Default extra queries per instance class (the most instances of that class one patch can hold)."""
 
-Triplet = tuple[int, int, int]
+Triplet = tuple[int, ...]
+"""Per-axis integers: (D, H, W) for a 3D network, (H, W) for a 2D one."""
 
 
 def default_features(n_stages: int, base: int = 32, cap: int = 320) -> tuple[int, ...]:
@@ -42,9 +50,9 @@ def default_features(n_stages: int, base: int = 32, cap: int = 320) -> tuple[int
     return tuple(min(base * 2**i, cap) for i in range(n_stages))
 
 
-BRIDGE_QUERY_MIN_DOWNSAMPLING = 512
-"""A stage provides bridge queries when its voxels are at least this many times fewer than the input's
-(total stride product >= 8 x 8 x 8)."""
+BRIDGE_QUERY_MIN_STRIDE = 8
+"""A stage provides bridge queries when its voxels are at least ``8 ** dims`` times fewer than the input's
+(total stride product >= 8 x 8 x 8 in 3D, 8 x 8 in 2D)."""
 BRIDGE_QUERY_MAX_STAGES = 3
 """The paper's "smallest three scales" (appendix B)."""
 
@@ -61,13 +69,14 @@ def default_bridge_query_stages(strides: tuple[Triplet, ...] | list[Triplet]) ->
     paper's kind this is the paper's 3), at most 3 of them, and at least the coarsest one.
 
     Args:
-        strides: per-stage (D, H, W) strides, finest first.
+        strides: per-stage (D, H, W) strides (or (H, W) for a 2D network), finest first.
     """
     products, acc = [], 1
     for s in strides:
-        acc *= s[0] * s[1] * s[2]
+        acc *= math.prod(s)
         products.append(acc)
-    low_resolution = sum(1 for p in products if p >= BRIDGE_QUERY_MIN_DOWNSAMPLING)
+    threshold = BRIDGE_QUERY_MIN_STRIDE ** len(strides[0])
+    low_resolution = sum(1 for p in products if p >= threshold)
     return max(1, min(BRIDGE_QUERY_MAX_STAGES, low_resolution))
 
 
@@ -106,15 +115,18 @@ class ModelConfig(JsonConfig):
     """Everything needed to build a MaskMed network (``MaskMedCore.build_model``).
 
     Shapes: the network takes ``(B, C, D, H, W)`` with ``C = in_channels`` and predicts
-    ``K = num_classes`` classes. Background is class 0 and is an ordinary class with its own
-    query (see README, "Background"); ``K`` therefore counts background.
+    ``K = num_classes`` classes. A 2D network (``kernel_sizes``/``strides`` given as (H, W) pairs,
+    ``spatial_dims`` 2) takes ``(B, C, H, W)``, and a ``(B, C, D, H, W)`` volume slice by slice. Background
+    is class 0 and is an ordinary class with its own query (see README, "Background"); ``K`` therefore
+    counts background.
 
     Attributes:
         in_channels: input channels C (e.g. 2 for FLAIR + T1c).
         num_classes: classes K including background (label values 0..K-1).
         features_per_stage: encoder channels per stage, finest first.
-        kernel_sizes: per-stage (kD, kH, kW) conv kernels, finest first.
-        strides: per-stage (sD, sH, sW) downsampling strides; stage 0 must be (1, 1, 1).
+        kernel_sizes: per-stage (kD, kH, kW) conv kernels, finest first; (kH, kW) pairs make a 2D network.
+        strides: per-stage (sD, sH, sW) downsampling strides; stage 0 must be all ones. Pairs (2D) or
+            triplets (3D), as ``kernel_sizes``.
         encoder: ``plain`` (conv blocks, nnU-Net's PlainConvUNet) or ``residual`` (stem + residual
             blocks, nnU-Net's ResidualEncoderUNet); one of ``ENCODERS``. The decoder is the same for both.
         n_conv_per_stage: conv blocks per stage of the ``plain`` encoder (unused by ``residual``).
@@ -191,8 +203,8 @@ class ModelConfig(JsonConfig):
     def __post_init__(self) -> None:
         # Normalise lists (e.g. from JSON) to tuples so the config stays hashable and frozen.
         object.__setattr__(self, "features_per_stage", tuple(int(f) for f in self.features_per_stage))
-        object.__setattr__(self, "kernel_sizes", check_triplets("kernel_sizes", self.kernel_sizes))
-        object.__setattr__(self, "strides", check_triplets("strides", self.strides))
+        object.__setattr__(self, "kernel_sizes", check_triplets("kernel_sizes", self.kernel_sizes, SPATIAL_DIMS))
+        object.__setattr__(self, "strides", check_triplets("strides", self.strides, SPATIAL_DIMS))
         if isinstance(self.n_blocks_per_stage, (list, tuple)):
             object.__setattr__(self, "n_blocks_per_stage", tuple(self.n_blocks_per_stage))
         object.__setattr__(self, "instance_classes", _int_tuple("instance_classes", self.instance_classes))
@@ -237,16 +249,21 @@ class ModelConfig(JsonConfig):
                     f"{name} has {len(getattr(self, name))} entries but features_per_stage has {n}; "
                     "give one (D, H, W) triplet per stage"
                 )
+        if len(self.kernel_sizes[0]) != len(self.strides[0]):
+            raise ConfigError(
+                f"kernel_sizes has {len(self.kernel_sizes[0])}-axis entries but strides {len(self.strides[0])}-axis "
+                "ones; give (H, W) pairs for a 2D network or (D, H, W) triplets for a 3D one in both"
+            )
         if any(k % 2 == 0 for ks in self.kernel_sizes for k in ks):
             raise ConfigError(f"kernel_sizes must be odd so padding keeps the size, got {self.kernel_sizes}")
-        if self.strides[0] != (1, 1, 1):
-            raise ConfigError(f"strides[0] must be (1, 1, 1) (stage 0 is full resolution), got {self.strides[0]}")
+        if any(s != 1 for s in self.strides[0]):
+            raise ConfigError(f"strides[0] must be all ones (stage 0 is full resolution), got {self.strides[0]}")
         if self.num_queries is not None:
             check_positive_int("num_queries", self.num_queries)
-            if self.head == "pointwise" and self.num_queries != self.num_classes:
+            if self.head in FIXED_QUERY_HEADS and self.num_queries != self.num_classes:
                 raise ConfigError(
-                    f"num_queries is {self.num_queries} but head 'pointwise' has exactly one output "
-                    f"channel per class ({self.num_classes}); leave num_queries unset"
+                    f"num_queries is {self.num_queries} but head '{self.head}' has exactly one output "
+                    f"per class ({self.num_classes}); leave num_queries unset"
                 )
         if self.masked_attention and self.head != "decoupled":
             raise ConfigError(
@@ -287,6 +304,11 @@ class ModelConfig(JsonConfig):
             )
             if on
         ]
+        if wanted and self.spatial_dims == 2:
+            raise ConfigError(
+                f"{', '.join(wanted)} are 3D only (instances, boxes and case tasks are not implemented for 2D "
+                "networks); use a 3D configuration or leave them unset"
+            )
         if wanted and self.head != "decoupled":
             raise ConfigError(
                 f"{', '.join(wanted)} need head 'decoupled' (queries with their own class and mask), got head "
@@ -326,6 +348,11 @@ class ModelConfig(JsonConfig):
         return len(self.features_per_stage)
 
     @property
+    def spatial_dims(self) -> int:
+        """2 for a 2D network ((H, W) kernels and strides), 3 for a 3D one."""
+        return len(self.strides[0])
+
+    @property
     def queries_count(self) -> int:
         """Q: the number of queries (mask/class pairs) the head predicts.
 
@@ -341,17 +368,22 @@ class ModelConfig(JsonConfig):
         return self.head == "decoupled"
 
     def total_strides(self) -> list[Triplet]:
-        """Cumulative (D, H, W) downsampling factor of every stage, finest first."""
-        out, acc = [], (1, 1, 1)
+        """Cumulative (D, H, W) (2D: (H, W)) downsampling factor of every stage, finest first."""
+        out, acc = [], (1,) * self.spatial_dims
         for s in self.strides:
-            acc = (acc[0] * s[0], acc[1] * s[1], acc[2] * s[2])
+            acc = tuple(a * b for a, b in zip(acc, s))
             out.append(acc)
         return out
 
-    def check_input_shape(self, spatial: tuple[int, int, int]) -> None:
-        """Raise ConfigError unless each axis of ``spatial`` (D, H, W) divides by the total stride."""
+    def check_input_shape(self, spatial: tuple[int, ...]) -> None:
+        """Raise ConfigError unless each axis of ``spatial`` ((D, H, W), or (H, W) in 2D) divides by the total
+        stride."""
         total = self.total_strides()[-1]
-        bad = [f"{ax}={s} (stride {t})" for ax, s, t in zip("DHW", spatial, total) if s % t]
+        if len(spatial) != self.spatial_dims:
+            raise ConfigError(
+                f"input size {tuple(spatial)} has {len(spatial)} axes but the network is {self.spatial_dims}D"
+            )
+        bad = [f"{ax}={s} (stride {t})" for ax, s, t in zip("DHW"[-len(spatial) :], spatial, total) if s % t]
         if bad:
             raise ConfigError(
                 f"input size {tuple(spatial)} is not divisible by the UNet's total stride {total}: "

@@ -58,11 +58,12 @@ class PlanConfig(JsonConfig):
     file_ending: image file ending of the raw dataset, e.g. ".nii.gz".
     normalization: one ChannelNormalization per channel.
     target_spacing: (D, H, W) spacing in mm that every case is resampled to.
-    patch_size: (D, H, W) training patch, divisible by the network's total stride.
+    patch_size: (D, H, W) training patch, divisible by the network's total stride. A 2D plan (nnU-Net's
+        ``2d`` configuration) has D = 1: its patches are single slices (``network_patch_size`` is (H, W)).
     batch_size: training batch size.
     features_per_stage: network channels per stage (finest first).
-    kernel_sizes: per-stage (D, H, W) kernels.
-    strides: per-stage (D, H, W) strides; strides[0] = (1, 1, 1).
+    kernel_sizes: per-stage (D, H, W) kernels; (H, W) pairs in a 2D plan.
+    strides: per-stage (D, H, W) strides, strides[0] all ones; (H, W) pairs in a 2D plan.
     median_shape: (D, H, W) median shape after cropping and resampling.
     crop_to_nonzero: whether cases are cropped to the bounding box of non-zero voxels.
     format_version: plan format version.
@@ -96,8 +97,8 @@ class PlanConfig(JsonConfig):
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
         object.__setattr__(self, "median_shape", tuple(int(s) for s in self.median_shape))
         object.__setattr__(self, "features_per_stage", tuple(int(f) for f in self.features_per_stage))
-        object.__setattr__(self, "kernel_sizes", check_triplets("kernel_sizes", self.kernel_sizes))
-        object.__setattr__(self, "strides", check_triplets("strides", self.strides))
+        object.__setattr__(self, "kernel_sizes", check_triplets("kernel_sizes", self.kernel_sizes, (2, 3)))
+        object.__setattr__(self, "strides", check_triplets("strides", self.strides, (2, 3)))
         self._validate()
 
     def _validate(self) -> None:
@@ -125,14 +126,35 @@ class PlanConfig(JsonConfig):
             if len(value) != 3 or any(v <= 0 for v in value):
                 raise ConfigError(f"{name} must be 3 positive integers (D, H, W), got {value}")
         check_positive_int("batch_size", self.batch_size)
+        if self.spatial_dims == 2 and self.patch_size[0] != 1:
+            raise ConfigError(
+                f"patch_size is {list(self.patch_size)} but the plan's network is 2D ((H, W) strides); "
+                "a 2D plan's patch is one slice: [1, H, W]"
+            )
         # The topology must form a valid network for this patch.
-        self.model_config("tiny").check_input_shape(self.patch_size)
+        self.model_config("tiny").check_input_shape(self.network_patch_size)
 
     # ------------------------------------------------------------------ derived
     @property
     def num_classes(self) -> int:
         """K, background included."""
         return len(self.labels)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for a 2D plan (slices), 3 for a 3D one."""
+        return len(self.strides[0])
+
+    @property
+    def network_patch_size(self) -> tuple[int, ...]:
+        """The network's input size: ``patch_size`` in 3D, its (H, W) in 2D."""
+        return self.patch_size[1:] if self.spatial_dims == 2 else self.patch_size
+
+    @property
+    def mirror_axes(self) -> tuple[int, ...]:
+        """Volume axes (0=D, 1=H, 2=W) a model of this plan may be mirrored along (nnU-Net: all of the
+        network's axes, so in 2D only H and W)."""
+        return (1, 2) if self.spatial_dims == 2 else (0, 1, 2)
 
     @property
     def label_names(self) -> list[str]:

@@ -22,7 +22,7 @@ from MaskMedCore.errors import ConfigError
 DEVICES = ("auto", "cuda", "cpu")
 OPTIMIZERS = ("sgd", "adamw")
 VALIDATIONS = ("patches", "cases")
-CONFIGURATIONS = ("auto", "3d_fullres", "3d_cpu")
+CONFIGURATIONS = ("auto", "3d_fullres", "3d_cpu", "2d")
 INIT_CHECKPOINTS = ("final", "best")
 ALL_FOLDS = "all"
 
@@ -73,8 +73,10 @@ class TrainingConfig(JsonConfig):
     channels_last: run the network in ``channels_last_3d`` memory format (same results up to float
         rounding; on 2 CPU cores 1.4x faster training steps for the tiny preset, BENCHMARKS.md).
     configuration: the plan to train with: ``3d_fullres`` (``plan.json``), ``3d_cpu`` (``plan_cpu.json``,
-        a smaller patch, ``data/planner.py``) or ``auto`` (``3d_cpu`` when the device is the CPU,
-        ``3d_fullres`` otherwise). The run's saved config holds the resolved name.
+        a smaller patch, ``data/planner.py``), ``2d`` (``plan_2d.json``: nnU-Net's 2d configuration, a 2D
+        network on single slices, ``data/planner_2d.py``) or ``auto`` (``2d`` for a dataset of single-slice
+        images, else ``3d_cpu`` when the device is the CPU and ``3d_fullres`` otherwise). The run's saved
+        config holds the resolved name.
     init_from: start the encoder and decoder (and whatever else fits) from a trained model instead of
         random weights: an nnU-Net v2 result folder (``Trainer__Plans__configuration``) or a MaskMed run
         folder / checkpoint (``engine/init_from.py``). Its plan's spacing, patch, batch and UNet topology

@@ -20,16 +20,20 @@ def check_positive_int(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
-def check_triplets(name: str, value: Any) -> tuple[tuple[int, int, int], ...]:
-    """Normalise a sequence of (D, H, W) integer triplets to a tuple of tuples."""
+def check_triplets(name: str, value: Any, dims: tuple[int, ...] = (3,)) -> tuple[tuple[int, ...], ...]:
+    """Normalise a sequence of per-axis integer tuples ((D, H, W) triplets, or (H, W) pairs where ``dims``
+    allows 2) to a tuple of tuples, all of one length."""
     try:
         out = tuple(tuple(int(v) for v in t) for t in value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a list of [D, H, W] integer triplets, got {value!r}") from None
+    what = " or ".join({2: "[H, W] pairs", 3: "[D, H, W] triplets"}[d] for d in dims)
     for t in out:
-        if len(t) != 3 or any(v <= 0 for v in t):
-            raise ConfigError(f"{name} must be a list of positive [D, H, W] triplets, got entry {list(t)}")
-    return out  # type: ignore[return-value]
+        if len(t) not in dims or any(v <= 0 for v in t):
+            raise ConfigError(f"{name} must be a list of positive {what}, got entry {list(t)}")
+    if len({len(t) for t in out}) > 1:
+        raise ConfigError(f"{name} mixes entries of different lengths {[list(t) for t in out]}; use one length")
+    return out
 
 
 def reject_unknown_keys(data: Mapping[str, Any], cls: type, source: str) -> None:

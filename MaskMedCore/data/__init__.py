@@ -15,10 +15,12 @@ from MaskMedCore.data.image_io import (
     image_to_array,
     read_image,
     read_image_channels,
+    read_label,
     shape_dhw,
     spacing_dhw,
     write_image,
 )
+from MaskMedCore.data.natural_images import THROUGH_PLANE_SPACING
 from MaskMedCore.data.phantom import (
     DEFAULT_PHANTOM_SHAPE,
     DEFAULT_PHANTOM_SPACING,

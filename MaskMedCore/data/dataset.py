@@ -7,6 +7,11 @@ nnU-Net v2 layout::
     DIR/imagesTr/<case>_0000<ending>, <case>_0001<ending>, ...   (one file per channel)
     DIR/labelsTr/<case><ending>
 
+2D images (PNG, BMP, JPEG, TIFF, DICOM frames; :mod:`MaskMedCore.data.natural_images`) use the nnU-Net
+layout with ``file_ending`` e.g. ``".png"``. A colour image is one file, ``<case>_0000.png``, whose RGB
+pixels are the channels that dataset.json lists (``{"0": "R", "1": "G", "2": "B"}``); channels may also
+be separate grey files. A dataset of JPEG images keeps its label maps as PNG (``labelsTr/<case>.png``).
+
 MSD layout: ``dataset.json`` has ``modality`` {"0": "CT"}, ``labels`` {"0": "background", ...}
 (value -> name) and ``training`` [{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}];
 a multi-modal image is one 4D file whose last axis is the modality. nnU-Net v1 task folders (the
@@ -33,6 +38,7 @@ import SimpleITK as sitk
 from MaskMedCore.data.image_io import file_ending as ending_of
 from MaskMedCore.data.image_io import read_image, read_image_channels
 from MaskMedCore.data.multitask_spec import MultiTaskSpec, read_multitask_spec
+from MaskMedCore.data.natural_images import label_endings, packs_channels
 from MaskMedCore.errors import DataError
 
 LAYOUTS = ("nnunet", "msd")
@@ -45,9 +51,11 @@ class RawCase:
 
     Attributes:
         case_id: the case identifier (file name without channel suffix and ending).
-        image_paths: one path per channel; for an MSD multi-modal case, one 4D file holding all channels.
+        image_paths: one path per channel; for an MSD multi-modal case, one 4D file holding all channels;
+            for a colour 2D image, its one file.
         label_path: the label map, or None when the dataset lists none for this case.
-        packed_channels: True when ``image_paths[0]`` holds every channel as a 4D image (MSD).
+        packed_channels: True when ``image_paths[0]`` holds every channel (a 4D MSD image, or the colours
+            of a 2D image).
     """
 
     case_id: str
@@ -226,27 +234,39 @@ def _parse_labels(meta: Mapping[str, Any], meta_path: Path, value_to_name: bool)
 
 
 def _nnunet_cases(folder: Path, ending: str, num_channels: int) -> tuple[list[RawCase], list[Path]]:
+    """The cases of an nnU-Net folder.
+
+    A case of a 2D-format dataset with several channels whose only image file is ``<case>_0000`` holds
+    them as colours (``packed_channels``); reading it checks that it does. Label maps are looked up under
+    :func:`~MaskMedCore.data.natural_images.label_endings` (PNG first for a JPEG dataset).
+    """
     images_dir, labels_dir = folder / "imagesTr", folder / "labelsTr"
     if not images_dir.is_dir():
         raise DataError(f"dataset {folder} has no imagesTr/ folder; nnU-Net layout needs imagesTr/ and labelsTr/")
-    case_ids: set[str] = set()
+    channels_found: dict[str, set[int]] = {}
     unmatched: list[Path] = []
     for path in _files_with_ending(images_dir, ending):
         match = _CHANNEL_SUFFIX.match(path.name[: -len(ending)])
         if match and int(match["channel"]) < num_channels:
-            case_ids.add(match["case"])
+            channels_found.setdefault(match["case"], set()).add(int(match["channel"]))
         else:
             unmatched.append(path)
-    for path in _files_with_ending(labels_dir, ending):
-        case_ids.add(path.name[: -len(ending)])
-    cases = [
-        RawCase(
-            case_id=cid,
-            image_paths=tuple(images_dir / f"{cid}_{c:04d}{ending}" for c in range(num_channels)),
-            label_path=labels_dir / f"{cid}{ending}",
+    label_files: dict[str, Path] = {}
+    for label_ending in reversed(label_endings(ending)):  # the preferred ending is listed last and wins
+        for path in _files_with_ending(labels_dir, label_ending):
+            label_files[path.name[: -len(label_ending)]] = path
+    cases = []
+    for cid in sorted(set(channels_found) | set(label_files)):
+        packed = num_channels > 1 and packs_channels(ending) and channels_found.get(cid) == {0}
+        count = 1 if packed else num_channels
+        cases.append(
+            RawCase(
+                case_id=cid,
+                image_paths=tuple(images_dir / f"{cid}_{c:04d}{ending}" for c in range(count)),
+                label_path=label_files.get(cid, labels_dir / f"{cid}{label_endings(ending)[0]}"),
+                packed_channels=packed,
+            )
         )
-        for cid in sorted(case_ids)
-    ]
     return cases, unmatched
 
 

@@ -1,4 +1,4 @@
-"""Reading and writing 3D medical images with clear errors (nnU-Net v2 §2.2: SimpleITK-readable files).
+"""Reading and writing medical images with clear errors (nnU-Net v2 §2.2: SimpleITK-readable files).
 
 Every reader error is an :class:`ImageFileError` (a ``DataError``) that names the file, says what was
 found and what was expected, and carries a suggested fix, so ``maskmed validate-dataset`` can list it.
@@ -7,8 +7,11 @@ Axis conventions: SimpleITK reports size, spacing and origin in (x, y, z) order;
 from :func:`image_to_array` is ``(D, H, W)`` = (z, y, x). The helpers below return per-axis values in
 ``(D, H, W)`` order; origin and direction stay in SimpleITK's physical (x, y, z) order.
 
-Supported files: anything SimpleITK reads (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ...) and
-Slicer's ``.seg.nrrd`` segmentation files with a single layer (read as a label map).
+Supported files: anything SimpleITK reads (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ...),
+Slicer's ``.seg.nrrd`` segmentation files with a single layer (read as a label map), and 2D images
+(PNG, BMP, JPEG, TIFF, DICOM frames), read as volumes with one slice and their colours as channels
+by the conventions of :mod:`MaskMedCore.data.natural_images`. Label maps are read with
+:func:`read_label`, which refuses lossy (JPEG) and colour files.
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ from typing import NamedTuple
 import numpy as np
 import SimpleITK as sitk
 
+from MaskMedCore.data.natural_images import (
+    ColourLayout,
+    Geometry2D,
+    as_single_slice,
+    for_writing,
+    is_lossy,
+    packs_channels,
+    split_colour,
+    unreadable_reason,
+)
 from MaskMedCore.errors import DataError
 
 COMPOUND_ENDINGS = (".seg.nrrd", ".nii.gz", ".nrrd.gz", ".mha.gz")
@@ -74,20 +87,138 @@ def is_slicer_segmentation(path: str | os.PathLike) -> bool:
 
 # ---------------------------------------------------------------------------------------------- reading
 def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read one 3D scalar image (a 4D file with a single volume is accepted and squeezed).
+    """Read one scalar image as a 3D volume (a 4D file with a single volume is squeezed; a 2D file becomes
+    one slice, see :mod:`~MaskMedCore.data.natural_images`).
 
     Raises:
-        ImageFileError: the file is missing, corrupt or truncated, 2D, 4D with several volumes,
-            has several components per voxel (vector/RGB images, multi-layer ``.seg.nrrd``), or
-            holds NaN/Inf values (ITK would silently turn those into 0 in NIfTI files).
+        ImageFileError: the file is missing, corrupt or truncated, 4D with several volumes, has several
+            components per voxel (colour and vector images, multi-layer ``.seg.nrrd``), or holds NaN/Inf
+            values (ITK would silently turn those into 0 in NIfTI files).
+    """
+    return read_image_channels(path, 1)[0]
+
+
+def read_image_channels(
+    path: str | os.PathLike, num_channels: int, expected_by: str = "dataset.json"
+) -> list[sitk.Image]:
+    """Read a file that holds ``num_channels`` channels, each as a 3D scalar image.
+
+    The channels are the volumes along the 4th axis of an MSD multi-modal image, the components of a
+    vector image, or the colours of a 2D image (RGB: 3; alpha dropped); a scalar file holds one.
+
+    Args:
+        path: the image file.
+        num_channels: the channels expected in it.
+        expected_by: who expects them, for the error (``"dataset.json"`` or ``"the model"``).
+
+    Raises:
+        ImageFileError: as :func:`read_image`, or when the file does not hold ``num_channels`` channels.
     """
     reader, dim, size, comps = _open(path)
-    if dim == 2:
+    if _is_single_slice_image(path, dim, size, comps):
+        channels, layout = _read_single_slice(reader, path, dim)
+        if len(channels) != num_channels:
+            raise _channel_mismatch(path, layout, num_channels, expected_by)
+        return channels
+    if num_channels == 1:
+        return [_read_scalar_volume(reader, path, dim, size, comps)]
+    found = size[3] if dim == 4 else comps if dim == 3 else 1
+    if dim not in (3, 4) or (dim == 4 and comps != 1) or found != num_channels:
         raise ImageFileError(
             path,
-            f"is a 2D image (size {size[0]}x{size[1]}); expected a 3D volume",
-            "store each case as one 3D volume (stack the slices into a 3D file)",
+            f"holds {found} volume(s) (dimension {dim}, size {'x'.join(map(str, size))}, {comps} component(s)) "
+            f"but {expected_by} declares {num_channels} channels",
+            "make dataset.json 'modality' list one entry per volume of the 4D image",
         )
+    image = _execute(reader, path)
+    if dim == 4:
+        return [image[:, :, :, c] for c in range(num_channels)]
+    return [sitk.VectorIndexSelectionCast(image, c) for c in range(num_channels)]
+
+
+def read_label(path: str | os.PathLike) -> sitk.Image:
+    """Read a label map (one integer label per voxel) as :func:`read_image` does.
+
+    Raises:
+        ImageFileError: as :func:`read_image`; also for a JPEG file (lossy compression changes label
+            values near every border) and a colour 2D image (it holds colours, not label values).
+    """
+    if is_lossy(path):
+        raise ImageFileError(
+            path,
+            "is a JPEG file: JPEG compression is lossy and changes label values near every region border",
+            f"save the label map losslessly as PNG ({Path(path).with_suffix('.png').name})",
+        )
+    reader, dim, size, comps = _open(path)
+    if _is_single_slice_image(path, dim, size, comps):
+        channels, layout = _read_single_slice(reader, path, dim)
+        if len(channels) != 1:
+            raise ImageFileError(
+                path,
+                f"is {layout.kind}; a label map holds one integer label value per pixel, not colours",
+                "save the label values (0, 1, 2, ...) as a grey-value image (8- or 16-bit PNG); a colour-palette "
+                "PNG must be saved as its palette indices",
+            )
+        return channels[0]
+    return _read_scalar_volume(reader, path, dim, size, comps)
+
+
+def input_geometry_2d(path: str | os.PathLike) -> Geometry2D | None:
+    """The stored (x, y) geometry of a file SimpleITK reads as 2D; None for anything else.
+
+    Outputs of a 2D input are written with it, so they have the input's exact header (e.g. a PNG's
+    ``pHYs``, which reading ignores).
+    """
+    reader, dim, size, _ = _open(path)
+    if dim != 2:
+        return None
+    return Geometry2D(tuple(size), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+
+
+def _is_single_slice_image(path: str | os.PathLike, dim: int, size: tuple[int, ...], comps: int) -> bool:
+    """A 2D file, or a colour file of a 2D format read as one slice (an RGB DICOM frame): colours become channels."""
+    if dim == 2:
+        return True
+    return dim == 3 and size[2] == 1 and comps > 1 and packs_channels(Path(path).suffix)
+
+
+def _read_single_slice(
+    reader: sitk.ImageFileReader, path: str | os.PathLike, dim: int
+) -> tuple[list[sitk.Image], ColourLayout]:
+    image = _execute(reader, path)
+    channels, layout = split_colour(image, path)
+    if dim == 2:
+        channels = [as_single_slice(c, path) for c in channels]
+    return channels, layout
+
+
+def _channel_mismatch(path: str | os.PathLike, layout: ColourLayout, expected: int, expected_by: str) -> ImageFileError:
+    found = len(layout.keep)
+    note = f"; {layout.note}" if layout.note else ""
+    reason = (
+        f"is {layout.kind} ({found} channel{'s' if found != 1 else ''}{note}) but {expected_by} expects "
+        f"{expected} channel{'s' if expected != 1 else ''} in this file"
+    )
+    model = expected_by != "dataset.json"
+    if found > expected:
+        fix = (
+            "use a model trained on colour images, or convert the image to grey-value (one channel)"
+            if model
+            else 'if the images are colour, list one channel per colour in dataset.json channel_names (e.g. {"0": '
+            '"R", "1": "G", "2": "B"}) with one file per image (<case>_0000); otherwise save it as a grey-value image'
+        )
+    else:
+        fix = (
+            f"save it as a colour image with {expected} channels, or give each channel its own grey-value file "
+            "(<case>_0000, <case>_0001, ...)"
+        )
+    return ImageFileError(path, reason, fix)
+
+
+def _read_scalar_volume(
+    reader: sitk.ImageFileReader, path: str | os.PathLike, dim: int, size: tuple[int, ...], comps: int
+) -> sitk.Image:
+    """The one 3D scalar volume of a 3D (or single-volume 4D) file."""
     if dim == 4 and size[3] != 1:
         raise ImageFileError(
             path,
@@ -101,32 +232,6 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         _raise_multi_component(path, comps, expected=1)
     image = _execute(reader, path)
     return image[:, :, :, 0] if dim == 4 else image
-
-
-def read_image_channels(path: str | os.PathLike, num_channels: int) -> list[sitk.Image]:
-    """Read a file that holds ``num_channels`` channels (an MSD multi-modal image).
-
-    The channels are the volumes along the 4th axis (or the components of a vector image); a 3D
-    scalar file is accepted when ``num_channels == 1``.
-
-    Raises:
-        ImageFileError: as :func:`read_image`, or when the number of volumes is not ``num_channels``.
-    """
-    if num_channels == 1:
-        return [read_image(path)]
-    reader, dim, size, comps = _open(path)
-    found = size[3] if dim == 4 else comps if dim == 3 else 1
-    if dim not in (3, 4) or (dim == 4 and comps != 1) or found != num_channels:
-        raise ImageFileError(
-            path,
-            f"holds {found} volume(s) (dimension {dim}, size {'x'.join(map(str, size))}, {comps} component(s)) "
-            f"but dataset.json declares {num_channels} channels",
-            "make dataset.json 'modality' list one entry per volume of the 4D image",
-        )
-    image = _execute(reader, path)
-    if dim == 4:
-        return [image[:, :, :, c] for c in range(num_channels)]
-    return [sitk.VectorIndexSelectionCast(image, c) for c in range(num_channels)]
 
 
 def _open(path: str | os.PathLike) -> tuple[sitk.ImageFileReader, int, tuple[int, ...], int]:
@@ -143,6 +248,9 @@ def _open(path: str | os.PathLike) -> tuple[sitk.ImageFileReader, int, tuple[int
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
+        known = unreadable_reason(path)
+        if known:
+            raise ImageFileError(path, *known) from None
         raise ImageFileError(path, f"is not a readable image ({_sitk_reason(exc)})", _FIX_REEXPORT) from None
     return reader, reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents()
 
@@ -337,18 +445,24 @@ def geometry_differences(a: Geometry, b: Geometry, rtol: float = 1e-3) -> list[s
     """Human-readable differences between two geometries; empty when they match.
 
     Sizes must be equal. Spacings must agree to ``rtol`` relative; origins to ``rtol`` times the
-    largest voxel size (an origin has no natural scale of its own); direction cosines to ``rtol``.
+    largest voxel size (an origin has no natural scale of its own) along the axes with more than one
+    voxel (a 2D image's 999 mm through-plane spacing would loosen the check 1000x); direction cosines to ``rtol``.
     """
     out = []
     if a.shape != b.shape:
         out.append(f"size (D, H, W) {_fmt(a.shape)} vs {_fmt(b.shape)}")
     if not np.allclose(a.spacing, b.spacing, rtol=rtol, atol=0.0):
         out.append(f"spacing (D, H, W) {_fmt(a.spacing)} vs {_fmt(b.spacing)} mm")
-    if np.max(np.abs(np.subtract(a.origin, b.origin))) > rtol * max(max(a.spacing), max(b.spacing)):
+    if np.max(np.abs(np.subtract(a.origin, b.origin))) > rtol * max(_origin_scale(a), _origin_scale(b)):
         out.append(f"origin (x, y, z) {_fmt(a.origin)} vs {_fmt(b.origin)} mm")
     if np.max(np.abs(np.subtract(a.direction, b.direction))) > rtol:
         out.append(f"direction {_fmt(a.direction)} vs {_fmt(b.direction)}")
     return out
+
+
+def _origin_scale(g: Geometry) -> float:
+    extended = [s for s, n in zip(g.spacing, g.shape) if n > 1]
+    return max(extended or g.spacing)
 
 
 def _fmt(values) -> str:
@@ -401,10 +515,14 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 def write_image(image: sitk.Image, path: str | os.PathLike) -> Path:
     """Write ``image`` atomically (lossless compression where the format has it).
 
+    A single-slice volume written to a PNG, BMP or TIFF file becomes a 2D image in a pixel type the format
+    holds (:func:`~MaskMedCore.data.natural_images.for_writing`); JPEG is refused (lossy).
+
     Raises:
-        DataError: the folder does not exist, or the format/ending cannot be written.
+        DataError: the folder does not exist, or the format/ending cannot hold the image.
     """
     path = Path(path)
+    image = for_writing(image, path)
     try:
         with atomic_output(path) as tmp:
             sitk.WriteImage(image, str(tmp), useCompression=True)

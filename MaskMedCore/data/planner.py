@@ -67,8 +67,8 @@ MAX_BATCH_DATASET_FRACTION = 0.05
 MIN_BATCH_SIZE = 2
 CPU_FEATURE_MAP_VOXELS = REFERENCE_FEATURE_MAP_VOXELS // 8
 """Feature-map budget of the ``3d_cpu`` configuration: nnU-Net's reference scaled to a 1 GB GPU (70e6)."""
-CONFIGURATIONS = ("3d_fullres", "3d_cpu")
-PLAN_FILES = {"3d_fullres": "plan.json", "3d_cpu": "plan_cpu.json"}
+CONFIGURATIONS = ("3d_fullres", "3d_cpu", "2d")
+PLAN_FILES = {"3d_fullres": "plan.json", "3d_cpu": "plan_cpu.json", "2d": "plan_2d.json"}
 """Where each configuration's plan is kept in the preprocessed folder."""
 
 
@@ -98,32 +98,34 @@ def network_topology(
 
     Each step pools every axis that is still at least ``2 * min_feature_map_size`` voxels and whose
     current spacing is within 2x of the finest current spacing among those axes. An axis's kernel
-    becomes 3 once its spacing is within 2x of the finest spacing and stays 3.
+    becomes 3 once its spacing is within 2x of the finest spacing and stays 3. Works on 3 axes
+    (D, H, W) or, for the ``2d`` configuration, 2 (H, W).
     """
     spacing = [float(s) for s in spacing]
     size = [int(s) for s in patch_size]
-    if len(spacing) != 3 or len(size) != 3 or min(size) < 1 or min(spacing) <= 0:
-        raise ConfigError(f"need 3 positive spacings and patch sizes (D, H, W), got {spacing} and {size}")
-    kernel = [1, 1, 1]
-    strides: list[Triplet] = [(1, 1, 1)]
+    n = len(spacing)
+    if n not in (2, 3) or len(size) != n or min(size) < 1 or min(spacing) <= 0:
+        raise ConfigError(f"need 2 or 3 positive spacings and as many patch sizes, got {spacing} and {size}")
+    kernel = [1] * n
+    strides: list[Triplet] = [(1,) * n]
     kernels: list[Triplet] = []
-    pools = [0, 0, 0]
+    pools = [0] * n
     while max_stages is None or len(strides) < max_stages:
-        big_enough = [a for a in range(3) if size[a] >= 2 * min_feature_map_size]
+        big_enough = [a for a in range(n) if size[a] >= 2 * min_feature_map_size]
         if not big_enough:
             break
         finest = min(spacing[a] for a in big_enough)
         axes = [a for a in big_enough if spacing[a] / finest < 2]
         finest_all = min(spacing)
-        kernel = [3 if kernel[a] == 3 or spacing[a] / finest_all < 2 else 1 for a in range(3)]
+        kernel = [3 if kernel[a] == 3 or spacing[a] / finest_all < 2 else 1 for a in range(n)]
         kernels.append(tuple(kernel))
-        stride = tuple(2 if a in axes else 1 for a in range(3))
+        stride = tuple(2 if a in axes else 1 for a in range(n))
         strides.append(stride)
         for a in axes:
             pools[a] += 1
             spacing[a] *= 2
             size[a] = -(-size[a] // 2)  # ceil
-    kernels.append((3, 3, 3))  # bottleneck
+    kernels.append((3,) * n)  # bottleneck
     divisor = tuple(2**p for p in pools)
     padded = tuple(-(-int(p) // d) * d for p, d in zip(patch_size, divisor))
     return Topology(tuple(strides), tuple(kernels), padded, divisor)
@@ -215,8 +217,9 @@ def plan_dataset(
         max_stages: the most UNet stages (resolutions).
         batch_size: fixed batch size instead of nnU-Net's rule.
         target_spacing: (D, H, W) spacing instead of the median-spacing rule.
-        configuration: ``3d_fullres`` (nnU-Net's) or ``3d_cpu`` (:func:`cpu_plan` of the former; an
-            explicit ``patch_size`` or ``batch_size`` is kept).
+        configuration: ``3d_fullres`` (nnU-Net's), ``3d_cpu`` (:func:`cpu_plan` of the former; an
+            explicit ``patch_size`` or ``batch_size`` is kept) or ``2d`` (``planner_2d.plan_2d`` of the former,
+            patch and batch by nnU-Net's 2D rules).
 
     Raises:
         DataError: the fingerprint does not belong to ``dataset``, or a CT channel has no statistics.
@@ -283,6 +286,10 @@ def plan_dataset(
     )
     if configuration == "3d_cpu":
         return cpu_plan(plan, keep_patch=patch_size is not None, keep_batch=fixed_batch)
+    if configuration == "2d":
+        from MaskMedCore.data.planner_2d import plan_2d  # planner_2d builds on this module
+
+        return plan_2d(plan, len(cases), gpu_memory_gb=gpu_memory_gb)
     return plan
 
 
@@ -333,7 +340,9 @@ def _shrink_patch(topo: Topology, spacing, median_shape, max_stages, budget, est
     """
     while estimate(topo) > budget:
         ratios = np.asarray(topo.patch_size) / np.asarray(median_shape)
-        shrinkable = [a for a in range(3) if topo.patch_size[a] - topo.divisor[a] >= MIN_FEATURE_MAP_SIZE]
+        shrinkable = [
+            a for a in range(len(topo.patch_size)) if topo.patch_size[a] - topo.divisor[a] >= MIN_FEATURE_MAP_SIZE
+        ]
         if not shrinkable and not strict:
             break
         if not shrinkable:

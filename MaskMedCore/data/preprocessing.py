@@ -150,8 +150,12 @@ def normalize_channel(x: np.ndarray, norm: ChannelNormalization, mask: np.ndarra
 def target_shape(
     shape: tuple[int, ...], spacing: tuple[float, ...], target_spacing: tuple[float, ...]
 ) -> tuple[int, int, int]:
-    """``round(spacing / target_spacing * shape)`` per axis, at least 1 (nnU-Net's compute_new_shape)."""
-    return tuple(max(1, int(round(s * sp / t))) for s, sp, t in zip(shape, spacing, target_spacing))
+    """``round(spacing / target_spacing * shape)`` per axis, at least 1 (nnU-Net's compute_new_shape).
+
+    An axis of one voxel stays one voxel: a single-slice image (a 2D file's 999 mm slice axis, a DICOM frame)
+    is one slice whatever the model's target spacing, never resampled into hundreds of copies.
+    """
+    return tuple(1 if s == 1 else max(1, int(round(s * sp / t))) for s, sp, t in zip(shape, spacing, target_spacing))
 
 
 def separate_z_axis(spacing: tuple[float, ...], target_spacing: tuple[float, ...]) -> int | None:

@@ -1,11 +1,13 @@
 """Dataset integrity checks (nnU-Net v2's ``--verify_dataset_integrity``, §2.2), one Problem per defect.
 
 Every case is checked completely, so a user sees all problems at once: files present and readable,
-3D, channels on one voxel grid, label map on the image grid, label values listed in dataset.json,
-no NaN/Inf intensities. Multi-task annotations (:mod:`MaskMedCore.data.multitask_spec`): case labels
-only for cases of the dataset, every instance class present in some label map. :func:`read_case` is
-the raising form used by fingerprinting and preprocessing: it returns the case's images or raises a
-DataError naming the first problem.
+3D (or 2D, read as one slice), as many channels as dataset.json lists (a colour 2D image holds its
+channels), channels on one voxel grid, label map on the image grid, lossless and grey-value (no JPEG
+or colour label images), label values listed in dataset.json, no NaN/Inf intensities. Multi-task
+annotations (:mod:`MaskMedCore.data.multitask_spec`): case labels only for cases of the dataset,
+every instance class present in some label map. :func:`read_case` is the raising form used by
+fingerprinting and preprocessing: it returns the case's images or raises a DataError naming the
+first problem.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from MaskMedCore.data.image_io import (
     geometry_of,
     read_image,
     read_image_channels,
+    read_label,
 )
 from MaskMedCore.data.multitask_spec import MultiTaskSpec
 from MaskMedCore.errors import DataError
@@ -255,7 +258,7 @@ def inspect_case(dataset: RawDataset, case: RawCase) -> CaseCheck:
     else:
         label_name = dataset.relative(case.label_path)
         try:
-            label = read_image(case.label_path)
+            label = read_label(case.label_path)
         except ImageFileError as exc:
             problems.append(from_error(exc))
         if label is not None:

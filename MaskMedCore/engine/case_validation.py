@@ -50,6 +50,7 @@ def validate_cases(
         K-1 values: per foreground class the mean Dice over the cases where it is defined, or None
         where it is defined in no case.
     """
+    from MaskMedCore.inference.cpu_batching import SLICE_TILE_BATCH
     from MaskMedCore.inference.sliding_window import sliding_window_predict
 
     sums = torch.zeros(2, num_classes - 1, dtype=torch.float64)  # Dice sum, case count
@@ -62,7 +63,8 @@ def validate_cases(
             predict_probs,
             patch_size,
             overlap=overlap,
-            tile_batch_size=1,
+            # One-slice tiles of a 2D plan go several at a time (as Predictor does); 3D tiles one by one.
+            tile_batch_size=SLICE_TILE_BATCH if patch_size[0] == 1 else 1,
             device=device,
         )
         pred = probs.argmax(0).numpy()

@@ -40,9 +40,10 @@ def prepare_plan(
     """Load (or on first use compute) the plan and the preprocessed cache; returns (plan, folder, case ids).
 
     Args:
-        configuration: ``3d_fullres`` (``plan.json``) or ``3d_cpu`` (``plan_cpu.json``, derived from
-            ``plan.json`` with ``planner.cpu_plan`` where absent). Both share the preprocessed cases,
-            which are always made with ``plan.json``.
+        configuration: ``3d_fullres`` (``plan.json``), ``3d_cpu`` (``plan_cpu.json``, derived from
+            ``plan.json`` with ``planner.cpu_plan`` where absent) or ``2d`` (``plan_2d.json``, derived with
+            ``planner_2d.plan_2d`` where absent). All share the preprocessed cases, which are always made
+            with ``plan.json``.
         target_spacing: (D, H, W) mm to plan a *new* cache at instead of the median-spacing rule (the
             spacing of an ``--init-from`` model); an existing plan is kept as it is (the caller checks it).
 
@@ -51,6 +52,7 @@ def prepare_plan(
     from MaskMedCore.data.dataset import load_dataset
     from MaskMedCore.data.fingerprint import compute_fingerprint
     from MaskMedCore.data.planner import PLAN_FILES, cpu_plan, plan_dataset
+    from MaskMedCore.data.planner_2d import plan_2d
     from MaskMedCore.data.preprocessed_store import default_preprocessed_dir, preprocess_dataset
     from MaskMedCore.data.validate import validate_dataset
 
@@ -75,9 +77,13 @@ def prepare_plan(
         cpu_path = folder / PLAN_FILES["3d_cpu"]
         if fresh or (configuration == "3d_cpu" and not cpu_path.is_file()):  # a new plan.json makes it stale
             atomic_write_text(cpu_path, cpu_plan(plan, keep_patch=patch_size is not None).to_json() + "\n")
-        if configuration == "3d_cpu":
-            chosen = _read_plan(cpu_path, patch_size)
-            _check_same_preprocessing(chosen, cpu_path, plan, plan_path)
+        slice_path = folder / PLAN_FILES["2d"]
+        if fresh or (configuration == "2d" and not slice_path.is_file()):
+            atomic_write_text(slice_path, plan_2d(plan, len(dataset.cases)).to_json() + "\n")
+        if configuration in ("3d_cpu", "2d"):
+            chosen_path_main = cpu_path if configuration == "3d_cpu" else slice_path
+            chosen = _read_plan(chosen_path_main, None if configuration == "2d" else patch_size)
+            _check_same_preprocessing(chosen, chosen_path_main, plan, plan_path)
             plan = chosen
     ctx.barrier()
     if not ctx.is_main:

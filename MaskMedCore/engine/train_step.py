@@ -25,8 +25,11 @@ def make_patch_pipeline(train_cases, plan, config: TrainingConfig, batch_size: i
     from MaskMedCore.data.sampling import PatchSampler, augmentation_sample_size
 
     patch = plan.patch_size
+    # A 2D plan's patches are single slices: never mirror along D (a no-op on one slice, nnU-Net's 2d
+    # configuration has only the in-plane axes), always augment in-plane (dummy 2D).
+    mirror_axes = tuple(a for a in config.mirror_axes if a in plan.mirror_axes)
     aug_cfg = AugmentationConfig(
-        dummy_2d=needs_dummy_2d(patch), enabled=config.augment, mirror_axes=tuple(config.mirror_axes)
+        dummy_2d=plan.spatial_dims == 2 or needs_dummy_2d(patch), enabled=config.augment, mirror_axes=mirror_axes
     )
     # nnU-Net's per-axis enlargement: far cheaper crops than covering composed rotations.
     sample_size = augmentation_sample_size(aug_cfg, patch, composed_rotations=False)
@@ -61,6 +64,10 @@ def train_step(
     labels = labels.to(device, non_blocking=True)
     if augmenter is not None:  # without augmentation the sampler already delivers final-size patches
         images, labels = augmenter(images, labels, generator=gen)
+    if getattr(net, "module", net).spatial_dims == 2:
+        # 2d configuration: the (B, C, 1, H, W) slice patches enter the 2D network and its 2D losses as
+        # (B, C, H, W) images with (B, H, W) labels.
+        images, labels = images[:, :, 0], labels[:, 0]
     images = images.contiguous(memory_format=memory_format)
     optimizer.zero_grad(set_to_none=True)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()

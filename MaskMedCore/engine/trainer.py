@@ -63,11 +63,30 @@ class TrainResult:
     init_report: InitReport | None = None  # what --init-from loaded (None: from scratch, or a resumed run)
 
 
-def resolve_configuration(name: str, device: torch.device) -> str:
-    """``auto`` -> ``3d_cpu`` on the CPU, ``3d_fullres`` on a GPU; other names as they are."""
+def resolve_configuration(name: str, device: torch.device, single_slice: bool = False) -> str:
+    """``auto`` -> ``2d`` for a dataset of single-slice images (PNG photos, DICOM frames: a 3D network would
+    have nothing to convolve across; nnU-Net plans only ``2d`` for them), else ``3d_cpu`` on the CPU and
+    ``3d_fullres`` on a GPU; other names as they are."""
     if name != "auto":
         return name
+    if single_slice:
+        return "2d"
     return "3d_cpu" if device.type == "cpu" else "3d_fullres"
+
+
+def single_slice_dataset(dataset_dir: Path) -> bool:
+    """True when every case's first image is one slice (a 2D file, or a 3D file of depth 1); headers only."""
+    import SimpleITK as sitk
+
+    from MaskMedCore.data.dataset import load_dataset
+
+    reader = sitk.ImageFileReader()
+    for case in load_dataset(dataset_dir).cases:
+        reader.SetFileName(str(case.image_paths[0]))
+        reader.ReadImageInformation()
+        if reader.GetDimension() != 2 and reader.GetSize()[2] != 1:
+            return False
+    return True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -237,7 +256,8 @@ def _run(
 
     # Nothing is written into the run folder before the run is known to go ahead (dataset read and
     # planned, split checked, duration estimated): bad input or a refused run leaves nothing behind.
-    config = config.replace(configuration=resolve_configuration(config.configuration, device))
+    single_slice = config.configuration == "auto" and single_slice_dataset(Path(dataset_dir))
+    config = config.replace(configuration=resolve_configuration(config.configuration, device, single_slice))
     source = None
     if checkpoint is None and config.init_from:  # a resumed run never reads its source again
         source = init_from.read_init_source(config.init_from, config.init_fold, config.init_checkpoint)
@@ -277,7 +297,9 @@ def _run(
     batch_size = config.batch_size or plan.batch_size
 
     torch.manual_seed(config.seed)
-    memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+    # channels_last_3d is a 5-D layout; a 2D network (2d configuration) keeps the default layout.
+    channels_last = config.channels_last and model_cfg.spatial_dims == 3
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     model = build_model(model_cfg).to(device, memory_format=memory_format)
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model_state)

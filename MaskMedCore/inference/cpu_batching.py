@@ -17,6 +17,9 @@ from MaskMedCore.models.outputs import MaskMedOutput
 # Below this N*C*D*H a batch-1 convolution leaves oneDNN (~4x slower on the tiny preset's 8-channel
 # 32x64x64 first stage, ~9x on its 40x56x40 hippocampus tile).
 _ONEDNN_BATCH1_MIN_NCDH = 20480
+SLICE_TILE_BATCH = 16
+"""Slices per network call when a 2D model (2d configuration) predicts a volume: one-slice tiles are small, and
+batching them amortises the per-call overhead (nnU-Net's 2d prediction calls the network once per slice)."""
 
 
 def default_tile_batch(device: torch.device, first_stage_features: int, patch_size: Sequence[int]) -> int:

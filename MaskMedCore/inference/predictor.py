@@ -42,7 +42,13 @@ import torch
 from MaskMedCore.engine.checkpoint import Checkpoint, load_checkpoint
 from MaskMedCore.engine.trainer import resolve_device
 from MaskMedCore.errors import ConfigError, DataError
-from MaskMedCore.inference.cpu_batching import default_tile_batch, needs_batch_padding, network_forward, tile_counts
+from MaskMedCore.inference.cpu_batching import (
+    SLICE_TILE_BATCH,
+    default_tile_batch,
+    needs_batch_padding,
+    network_forward,
+    tile_counts,
+)
 from MaskMedCore.inference.instance_results import BoxInfo, CaseTaskPrediction, InstanceInfo, TileOutputCollector
 from MaskMedCore.inference.instances import DEFAULT_THRESHOLD
 from MaskMedCore.inference.precision import check_precision, forward_autocast
@@ -177,7 +183,7 @@ class Predictor:
     device: ``auto``, ``cuda``, ``cpu`` or a torch device.
     tile_batch_size: tiles per network call; ``None`` picks :func:`default_tile_batch`.
     overlap: sliding-window overlap (nnU-Net: 0.5).
-    tta: mirroring test-time augmentation over all three axes.
+    tta: mirroring test-time augmentation over the plan's axes (all three; H and W for a 2D plan).
     precision: ``auto`` (bfloat16 on CUDA, float32 on the CPU), ``fp32`` or ``bf16`` (also on CPUs with native
         bfloat16); see ``MaskMedCore.inference.precision``.
     reuse_constant_tiles: run the network once per distinct constant tile (CT air, padding) and reuse its
@@ -206,6 +212,8 @@ class Predictor:
             tile_batch_size = default_tile_batch(
                 self.device, checkpoint.model_config.features_per_stage[0], self.plan.patch_size
             )
+            if self.plan.spatial_dims == 2:  # one-slice tiles: predict several slices per network call
+                tile_batch_size = max(tile_batch_size, SLICE_TILE_BATCH)
         self.tile_batch_size = tile_batch_size
         self.min_batch = (
             2
@@ -302,7 +310,7 @@ class Predictor:
             self.plan.patch_size,
             overlap=self.overlap,
             tile_batch_size=self.tile_batch_size,
-            mirror_axes=(0, 1, 2) if self.tta else (),
+            mirror_axes=self.plan.mirror_axes if self.tta else (),
             device=self.device,
             progress=progress,
             cancel=cancel,

@@ -99,12 +99,13 @@ def axis_steps(size: int, patch: int, overlap: float) -> list[int]:
     """Tile start positions along one axis (nnU-Net's ``compute_steps_for_sliding_window``).
 
     ``n = ceil((size - patch) / (patch * (1 - overlap))) + 1`` tiles, spread evenly from 0 to
-    ``size - patch`` (rounded to the nearest voxel).
+    ``size - patch`` (rounded to the nearest voxel). The step is at least one voxel: a 2D plan's tiles are
+    one slice deep, and each slice is predicted once (nnU-Net's 2d prediction), not twice at overlap 0.5.
     """
     if size < patch:
         raise ValueError(f"size {size} is smaller than the patch {patch}; pad the input first")
     _check_overlap(overlap)
-    n = math.ceil((size - patch) / (patch * (1.0 - overlap))) + 1
+    n = math.ceil((size - patch) / max(1.0, patch * (1.0 - overlap))) + 1
     if n == 1:
         return [0]
     step = (size - patch) / (n - 1)

@@ -1,5 +1,6 @@
 """Matching and losses (MaskMed §3.5, Eq. 5-6): Hungarian matcher, set criterion of the decoupled
-head, nnU-Net-style DC+CE of the coupled heads, 3D point sampling and segment targets."""
+head, nnU-Net-style DC+CE of the coupled heads, point sampling and segment targets; for 3D volumes and
+2D images alike (the number of spatial axes is read from the labels and mask logits)."""
 
 from MaskMedCore.config.loss_config import MATCHING_MODES, LossConfig
 from MaskMedCore.losses.build import build_criterion
@@ -13,7 +14,13 @@ from MaskMedCore.losses.mask_losses import (
     sigmoid_bce_loss,
 )
 from MaskMedCore.losses.matcher import HungarianMatcher, MatchIndices, solve_assignment
-from MaskMedCore.losses.point_sampling import importance_points, point_sample_3d, point_uncertainty, uniform_points
+from MaskMedCore.losses.point_sampling import (
+    importance_points,
+    point_sample,
+    point_sample_3d,
+    point_uncertainty,
+    uniform_points,
+)
 from MaskMedCore.losses.targets import (
     SegmentTargets,
     build_targets,
@@ -40,6 +47,7 @@ __all__ = [
     "binary_dice_loss",
     "pairwise_bce_cost",
     "pairwise_dice_cost",
+    "point_sample",
     "point_sample_3d",
     "uniform_points",
     "importance_points",

@@ -1,5 +1,5 @@
 """What both MaskMed criteria share: the typed result, the deep-supervision weights (MaskMed §3.5,
-Eq. 6) and the checks of a network output against its labels.
+Eq. 6) and the checks of a network output against its labels, for volumes and images alike.
 
 Deep supervision (Eq. 6): ``w_{s} = decay * w_{s+1}`` from the finest stage down, normalised to
 sum 1. With the paper's decay 0.5 and 4 stages (coarsest first) that is [1, 2, 4, 8] / 15. Unlike
@@ -62,13 +62,15 @@ def check_output(out: MaskMedOutput, labels: Tensor, num_classes: int, decoupled
     """Check that ``out`` fits this criterion and ``labels``; return the labels as int64.
 
     Args:
-        out: the network output.
-        labels: (B, D, H, W) integer labels at input resolution.
+        out: the network output; mask logits (B, Q, D_s, H_s, W_s) per stage for a volume,
+            (B, Q, H_s, W_s) for an image (the same for every stage).
+        labels: (B, D, H, W) or (B, H, W) integer labels at input resolution, with the finest stage's
+            spatial axes.
         num_classes: K of the criterion.
         decoupled: whether the criterion is the decoupled (set) one.
 
     Returns:
-        (B, D, H, W) int64 labels.
+        (B, D, H, W) or (B, H, W) int64 labels.
 
     Raises:
         ValueError: the output does not fit the criterion (a wiring bug).
@@ -90,11 +92,18 @@ def check_output(out: MaskMedOutput, labels: Tensor, num_classes: int, decoupled
         raise ValueError(
             f"class logits have {out.num_classes + 1} entries but the criterion expects K+1 = {num_classes + 1}"
         )
+    mask_dim = out.mask_logits[-1].dim()
+    if mask_dim not in (4, 5):
+        raise ValueError(
+            f"mask logits have shape {tuple(out.mask_logits[-1].shape)}; expected (B, Q, D, H, W) for a volume "
+            "or (B, Q, H, W) for an image"
+        )
+    layout = "(B, Q, D, H, W)" if mask_dim == 5 else "(B, Q, H, W)"
     for s, (cls, masks) in enumerate(zip(out.stage_class_logits, out.mask_logits, strict=True)):
-        if cls.dim() != 3 or masks.dim() != 5 or masks.shape[:2] != cls.shape[:2]:
+        if cls.dim() != 3 or masks.dim() != mask_dim or masks.shape[:2] != cls.shape[:2]:
             raise ValueError(
                 f"stage {s}: class logits {tuple(cls.shape)} and mask logits {tuple(masks.shape)} do not fit "
-                "(B, Q, K+1) and (B, Q, D, H, W)"
+                f"(B, Q, K+1) and {layout} (the finest stage's layout)"
             )
     labels = check_label_map(labels, num_classes, tuple(out.mask_logits[-1].shape[2:]))
     if labels.shape[0] != out.mask_logits[-1].shape[0]:

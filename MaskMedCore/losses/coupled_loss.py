@@ -5,7 +5,8 @@ per-voxel class logits, ``sum_q M_cls[q, k] * mask_logit_q`` (``coupled_class_lo
 trained like nnU-Net: per stage, voxel-wise cross-entropy plus ``1 - soft Dice`` over the
 foreground classes (do_bg=False), Dice computed per image (batch_dice=False) with smoothing 1e-5,
 against nearest-exact downsampled label maps. Stages are weighted as in MaskMed Eq. 6 (halving per
-coarser stage, normalised to sum 1). All loss math is float32 with autocast off.
+coarser stage, normalised to sum 1). All loss math is float32 with autocast off. Volumes and images
+share the code: the Dice sums run over every axis after the class axis (D, H, W or H, W).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def soft_dice_loss(logits: Tensor, labels: Tensor, smooth: float = 1e-5) -> Tens
     with p = softmax(logits). A class absent from an image scores ~1 when it is not predicted.
 
     Args:
-        logits: (B, K, D, H, W) float32 class logits.
-        labels: (B, D, H, W) int64 labels 0..K-1.
+        logits: (B, K, D, H, W) or (B, K, H, W) float32 class logits.
+        labels: (B, D, H, W) or (B, H, W) int64 labels 0..K-1.
         smooth: nnU-Net's 1e-5.
 
     Returns:
@@ -40,12 +41,14 @@ def soft_dice_loss(logits: Tensor, labels: Tensor, smooth: float = 1e-5) -> Tens
 
 
 def probability_dice_loss(probs: Tensor, labels: Tensor, smooth: float = 1e-5) -> Tensor:
-    """:func:`soft_dice_loss` of per-voxel class probabilities ``probs`` (B, K, D, H, W) that sum to 1 over K."""
+    """:func:`soft_dice_loss` of per-voxel class probabilities ``probs`` (B, K, *S) that sum to 1 over K;
+    ``labels`` (B, *S), S = (D, H, W) or (H, W)."""
     K = probs.shape[1]
-    probs = probs[:, 1:]  # (B, K-1, D, H, W), background dropped
-    classes = torch.arange(1, K, device=labels.device)
-    onehot = labels[:, None] == classes[None, :, None, None, None]  # (B, K-1, D, H, W) bool
-    spatial = (2, 3, 4)
+    probs = probs[:, 1:]  # (B, K-1, *S), background dropped
+    spatial_dims = labels.dim() - 1
+    classes = torch.arange(1, K, device=labels.device).reshape(1, K - 1, *([1] * spatial_dims))
+    onehot = labels[:, None] == classes  # (B, K-1, *S) bool
+    spatial = tuple(range(2, 2 + spatial_dims))
     intersection = (probs * onehot).sum(spatial)  # (B, K-1)
     sum_pred = probs.sum(spatial)
     sum_gt = onehot.sum(spatial).to(probs.dtype)
@@ -73,8 +76,8 @@ class CoupledCriterion(nn.Module):
 
         Args:
             out: coupled network output; stage s has class logits (B, Q, K+1) (``M_cls`` with a zero
-                last column) and mask logits (B, Q, D_s, H_s, W_s), coarsest first.
-            labels: (B, D, H, W) integer labels 0..K-1 at input resolution.
+                last column) and mask logits (B, Q, D_s, H_s, W_s) or (B, Q, H_s, W_s), coarsest first.
+            labels: (B, D, H, W) or (B, H, W) integer labels 0..K-1 at input resolution.
             generator: unused (the coupled loss draws nothing); accepted so both criteria share a signature.
 
         Returns:
@@ -85,8 +88,8 @@ class CoupledCriterion(nn.Module):
         with autocast_off(labels.device):
             stage_terms = []
             for class_logits, mask_logits in zip(out.stage_class_logits, out.mask_logits, strict=True):
-                logits = coupled_class_logits(class_logits.float(), mask_logits.float())  # (B, K, D_s, H_s, W_s)
-                target = downsample_labels(labels, tuple(logits.shape[2:]))  # (B, D_s, H_s, W_s)
+                logits = coupled_class_logits(class_logits.float(), mask_logits.float())  # (B, K, *S_s)
+                target = downsample_labels(labels, tuple(logits.shape[2:]))  # (B, *S_s)
                 stage_terms.append(
                     {"ce": F.cross_entropy(logits, target), "dice": soft_dice_loss(logits, target, self.dice_smooth)}
                 )

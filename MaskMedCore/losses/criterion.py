@@ -26,6 +26,10 @@ its own. Masks are compared densely at each stage's resolution against nearest-e
 downsampled targets, or on PointRend importance-sampled points read from the full-resolution
 targets. All loss math is float32 with autocast off.
 
+Images and volumes share the code: a 2D network's mask logits are (B, Q, H_s, W_s) and its labels
+(B, H, W); the number of spatial axes is read from the tensors. The box and case terms are 3D-only
+(``ModelConfig`` rejects a box head and case tasks for 2D), so a 2D criterion has their weights at 0.
+
 Multi-task terms (issue 12), each present only when its weight is > 0:
 
 - ``box_l1`` and ``box_giou`` (DETR §3.1 / its ``SetCriterion.loss_boxes``), per stage on ``stage_boxes``
@@ -58,7 +62,7 @@ from MaskMedCore.losses.common import LossResult, check_output, deep_supervision
 from MaskMedCore.losses.coupled_loss import probability_dice_loss
 from MaskMedCore.losses.mask_losses import autocast_off, binary_dice_loss, sigmoid_bce_loss
 from MaskMedCore.losses.matcher import HungarianMatcher, MatchIndices
-from MaskMedCore.losses.point_sampling import importance_points, point_sample_3d
+from MaskMedCore.losses.point_sampling import importance_points, point_sample
 from MaskMedCore.losses.targets import SegmentTargets, build_targets, downsample_labels, resize_masks
 from MaskMedCore.models.outputs import MaskMedOutput, decoupled_class_probs
 
@@ -172,9 +176,10 @@ class SetCriterion(nn.Module):
 
         Args:
             out: decoupled network output; stage s has class logits (B, Q_s, K+1) and mask logits
-                (B, Q_s, D_s, H_s, W_s), coarsest first, the last at input resolution; with box terms
-                also ``stage_boxes`` (B, Q_s, 6), with the case term ``case_logits`` (B, C_t) per task.
-            labels: (B, D, H, W) integer labels 0..K-1 at input resolution.
+                (B, Q_s, D_s, H_s, W_s) (volumes) or (B, Q_s, H_s, W_s) (images), coarsest first, the last
+                at input resolution; with box terms also ``stage_boxes`` (B, Q_s, 6), with the case term
+                ``case_logits`` (B, C_t) per task (both volumes only).
+            labels: (B, D, H, W) or (B, H, W) integer labels 0..K-1 at input resolution.
             generator: source of randomness for point sampling (matcher and loss).
             case_targets: (B, T) int64 case-level class per item and task, -1 = unknown; None = all unknown.
 
@@ -235,8 +240,15 @@ class SetCriterion(nn.Module):
 
     # ------------------------------------------------------------------ pieces
     def _check_task_outputs(self, out: MaskMedOutput) -> None:
-        """Raise ValueError when the box or case terms are on but the output lacks what they read."""
+        """Raise ValueError when the box or case terms are on but the output lacks what they read, or is 2D."""
         n_stages = len(out.mask_logits)
+        task_terms = [t for t in (*BOX_TERMS, CASE) if t in self.weights]
+        if task_terms and out.mask_logits[-1].dim() != 5:
+            raise ValueError(
+                f"the criterion has the 3D-only term(s) {task_terms} but the output's mask logits are "
+                f"{tuple(out.mask_logits[-1].shape)}, not (B, Q, D, H, W); box heads and case tasks are 3D-only "
+                "(build the criterion from the model's ModelConfig with build_criterion)"
+            )
         if self.uses_boxes:
             boxes = out.stage_boxes
             if boxes is None or len(boxes) != n_stages:
@@ -329,19 +341,19 @@ class SetCriterion(nn.Module):
         if pred_idx.numel() == 0:
             zero = mask_logits.float().sum() * 0.0  # keeps the graph connected
             return {"class": loss_class, "bce": zero, "dice": zero}
-        pred = mask_logits[batch_idx, pred_idx].float()  # (M, D_s, H_s, W_s)
+        pred = mask_logits[batch_idx, pred_idx].float()  # (M, *S_s), S_s = (D_s, H_s, W_s) or (H_s, W_s)
         tgt = torch.cat(
             [t.masks.to(device)[j.to(device)] for t, (_, j) in zip(targets, indices, strict=True)]
-        )  # (M, D', H', W')
+        )  # (M, *S'), the targets' own resolution
         if self.loss_num_points is None:
             pred_flat = pred.flatten(1)  # (M, V)
             tgt_flat = resize_masks(tgt, tuple(pred.shape[1:])).flatten(1).float()
         else:
-            points = importance_points(  # (M, P, 3)
+            points = importance_points(  # (M, P, 3) for volumes, (M, P, 2) for images
                 pred[:, None], self.loss_num_points, self.oversample_ratio, self.importance_sample_ratio, generator
             )
-            pred_flat = point_sample_3d(pred[:, None], points)[:, 0]  # (M, 1, P) -> (M, P)
-            tgt_flat = point_sample_3d(tgt[:, None].float(), points)[:, 0]
+            pred_flat = point_sample(pred[:, None], points)[:, 0]  # (M, 1, P) -> (M, P)
+            tgt_flat = point_sample(tgt[:, None].float(), points)[:, 0]
         return {
             "class": loss_class,
             "bce": sigmoid_bce_loss(pred_flat, tgt_flat).sum() / num_masks,
@@ -361,13 +373,14 @@ def semantic_loss(class_logits: Tensor, mask_logits: Tensor, labels: Tensor) -> 
 
     Args:
         class_logits: (B, Q, K+1) one stage's class logits.
-        mask_logits: (B, Q, D_s, H_s, W_s) that stage's mask logits.
-        labels: (B, D, H, W) int64 labels at input resolution (downsampled nearest-exact to the stage).
+        mask_logits: (B, Q, D_s, H_s, W_s) or (B, Q, H_s, W_s) that stage's mask logits.
+        labels: (B, D, H, W) or (B, H, W) int64 labels at input resolution (downsampled nearest-exact to the
+            stage).
 
     Returns:
         Scalar loss.
     """
-    probs = decoupled_class_probs(class_logits.float(), mask_logits.float())  # (B, K, D_s, H_s, W_s)
+    probs = decoupled_class_probs(class_logits.float(), mask_logits.float())  # (B, K, *S_s)
     target = downsample_labels(labels, tuple(probs.shape[2:]))
     ce = F.nll_loss(probs.clamp_min(1e-6).log(), target)
     return ce + probability_dice_loss(probs, target)

@@ -1,7 +1,7 @@
 """Binary mask losses of the decoupled head and their all-pairs cost versions (MaskMed §3.5, Eq. 5-6;
 Mask2Former's ``sigmoid_ce_loss``/``dice_loss`` and the matcher's batched costs).
 
-Masks are flattened to points (every voxel, or sampled points) before these are called.
+Masks (2D or 3D) are flattened to points (every voxel or pixel, or sampled points) before these are called.
 The per-pair losses keep gradients; the all-pairs costs are what the Hungarian matcher minimises.
 Callers pass float32 tensors with autocast off (see ``autocast_off``).
 """

@@ -9,9 +9,10 @@ For each image the cost of assigning query q to segment n is::
 
 computed without gradient, in float32 with autocast off, and minimised with
 ``scipy.optimize.linear_sum_assignment``; min(Q, N) pairs are returned. Masks are compared on
-every voxel of the prediction's grid (targets at another resolution are resized with
-nearest-exact) or, with ``num_points``, on uniform random points shared by the image's
-predictions and targets.
+every voxel (pixel, for 2D masks) of the prediction's grid (targets at another resolution are resized
+with nearest-exact) or, with ``num_points``, on uniform random points shared by the image's
+predictions and targets. Volumes (B, Q, D, H, W) and images (B, Q, H, W) share the code; the number of
+spatial axes is read from the mask logits.
 
 With a box head (issue 12) and box weights, DETR's box costs are added for the segments the box loss
 supervises (``box_losses.box_target_segments``; 0 for the others)::
@@ -35,7 +36,7 @@ from MaskMedCore.losses.box_losses import (
     pairwise_generalized_box_iou,
 )
 from MaskMedCore.losses.mask_losses import autocast_off, pairwise_bce_cost, pairwise_dice_cost
-from MaskMedCore.losses.point_sampling import point_sample_3d, uniform_points
+from MaskMedCore.losses.point_sampling import point_sample, uniform_points
 from MaskMedCore.losses.targets import SegmentTargets, resize_masks
 
 MatchIndices = tuple[Tensor, Tensor]
@@ -115,8 +116,8 @@ class HungarianMatcher(nn.Module):
 
         Args:
             class_logits: (B, Q, K+1) logits.
-            mask_logits: (B, Q, D, H, W) logits.
-            targets: B ``SegmentTargets`` with masks (N_b, D', H', W') at any resolution.
+            mask_logits: (B, Q, D, H, W) or (B, Q, H, W) logits.
+            targets: B ``SegmentTargets`` with masks (N_b, D', H', W') or (N_b, H', W') at any resolution.
             generator: source of the random points when ``num_points`` is set.
             boxes: (B, Q, 6) predicted centre-format boxes, or None. The box costs are added when boxes
                 are given, a box weight is non-zero and the targets carry boxes.
@@ -128,7 +129,8 @@ class HungarianMatcher(nn.Module):
         if mask_logits.shape[:2] != (B, Q) or len(targets) != B:
             raise ValueError(
                 f"matcher inputs disagree: class_logits {tuple(class_logits.shape)}, mask_logits "
-                f"{tuple(mask_logits.shape)}, {len(targets)} targets; expected (B, Q, K+1), (B, Q, D, H, W), B"
+                f"{tuple(mask_logits.shape)}, {len(targets)} targets; expected (B, Q, K+1), (B, Q, D, H, W) or "
+                "(B, Q, H, W), B"
             )
         if boxes is not None and tuple(boxes.shape) != (B, Q, 6):
             raise ValueError(f"matcher boxes have shape {tuple(boxes.shape)}; expected (B, Q, 6) = {(B, Q, 6)}")
@@ -166,14 +168,16 @@ class HungarianMatcher(nn.Module):
     def _flatten_masks(
         self, pred: Tensor, masks: Tensor, size: tuple[int, ...], generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
-        """(Q, D, H, W) logits and (N, D', H', W') masks -> (Q, P) logits and (N, P) float32 targets."""
+        """(Q, *S) logits and (N, *S') masks -> (Q, P) logits and (N, P) float32 targets; S = (D, H, W) or (H, W)."""
         masks = masks.to(pred.device)
         if self.num_points is None:
-            tgt = resize_masks(masks, size).flatten(1).float()  # (N, D*H*W)
+            tgt = resize_masks(masks, size).flatten(1).float()  # (N, prod S)
             return pred.flatten(1), tgt
-        points = uniform_points(1, self.num_points, pred.device, generator)  # (1, P, 3), shared by all masks
-        pred_p = point_sample_3d(pred[None], points)[0]  # (1, Q, D, H, W) -> (Q, P)
-        tgt_p = point_sample_3d(masks[None].float(), points)[0]  # (1, N, D', H', W') -> (N, P)
+        spatial_dims = pred.dim() - 1
+        # (1, P, spatial_dims), shared by all masks
+        points = uniform_points(1, self.num_points, pred.device, generator, spatial_dims)
+        pred_p = point_sample(pred[None], points)[0]  # (1, Q, *S) -> (Q, P)
+        tgt_p = point_sample(masks[None].float(), points)[0]  # (1, N, *S') -> (N, P)
         return pred_p, tgt_p
 
     @torch.no_grad()
@@ -189,8 +193,8 @@ class HungarianMatcher(nn.Module):
 
         Args:
             class_logits: (B, Q, K+1) logits.
-            mask_logits: (B, Q, D, H, W) logits.
-            targets: B ``SegmentTargets`` (masks at any resolution).
+            mask_logits: (B, Q, D, H, W) or (B, Q, H, W) logits.
+            targets: B ``SegmentTargets`` (masks at any resolution, with the logits' number of spatial axes).
             generator: source of the random points when ``num_points`` is set.
             boxes: (B, Q, 6) predicted centre-format boxes, or None (no box cost).
 

@@ -50,7 +50,11 @@ from MaskMedCore.metrics.lesions import BRATS_DILATION_VOXELS, BRATS_MIN_VOLUME_
 from MaskMedCore.metrics.overlap import class_mask, dice_score
 from MaskMedCore.metrics.surface import surface_metrics
 
-IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz", ".vtk", ".mnc", ".tif")
+IMAGE_ENDINGS = (
+    ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz", ".vtk", ".mnc", ".tif", ".tiff",
+    ".png", ".bmp",
+)  # fmt: skip
+"""Label-map endings evaluated (2D label images too: PNG, BMP, TIFF; JPEG is lossy and never a label map)."""
 METRIC_NAMES = ("dice", "hd95", "nsd")
 CSV_COLUMNS = ("case", "class", "dice", "hd95", "nsd", "pred_voxels", "ref_voxels", "n_hd95_undefined")
 

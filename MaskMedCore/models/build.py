@@ -1,6 +1,8 @@
-"""The one place that maps a ``ModelConfig`` to modules."""
+"""The one place that maps a ``ModelConfig`` to modules (3D, or 2D when the config's kernels/strides are pairs)."""
 
 from __future__ import annotations
+
+from torch import nn
 
 from MaskMedCore.config.model_config import ModelConfig
 from MaskMedCore.layers.conv_blocks import init_he_
@@ -14,7 +16,11 @@ from MaskMedCore.models.unet_encoder import UNetEncoder
 
 
 def build_model(cfg: ModelConfig) -> MaskMed:
-    """Build the MaskMed network (or one of its ablation variants) described by ``cfg``."""
+    """Build the MaskMed network (or one of its ablation variants) described by ``cfg``.
+
+    ``cfg.spatial_dims`` (2 for (H, W) kernel/stride pairs, 3 for triplets) picks the operators of every
+    part; the code path is the same.
+    """
     encoder: UNetEncoder | ResidualUNetEncoder
     if cfg.encoder == "residual":
         assert cfg.n_blocks_per_stage is not None  # ModelConfig validates this
@@ -38,10 +44,27 @@ def build_model(cfg: ModelConfig) -> MaskMed:
         layers=cfg.bridge_layers,
         ffn_dim=cfg.bridge_ffn_dim,
         dropout=cfg.dropout,
+        spatial_dims=cfg.spatial_dims,
     )
+    head: nn.Module
     if cfg.head == "pointwise":
-        head = PointwiseHead(decoder.output_channels, cfg.num_classes)
+        head = PointwiseHead(decoder.output_channels, cfg.num_classes, spatial_dims=cfg.spatial_dims)
         init_he_(head)
+    elif cfg.head == "qtseg":
+        # Imported here: QTSeg is an ablation baseline the other heads do not need.
+        from MaskMedCore.models.heads.qtseg_head import QTSegHead
+
+        head = QTSegHead(
+            decoder_channels=decoder.output_channels,
+            encoder_channels=cfg.features_per_stage,
+            num_classes=cfg.num_classes,
+            spatial_dims=cfg.spatial_dims,
+            dim=cfg.head_dim,
+            heads=cfg.head_heads,
+            ffn_dim=cfg.head_ffn_dim,
+            layers_per_stage=cfg.head_layers_per_stage,
+            dropout=cfg.dropout,
+        )
     else:
         head = MaskedMultiScaleHead(
             decoder.output_channels,
@@ -58,6 +81,7 @@ def build_model(cfg: ModelConfig) -> MaskMed:
             dropout=cfg.dropout,
             box_head=cfg.box_head,
             case_task_classes=[len(classes) for _, classes in cfg.case_tasks],
+            spatial_dims=cfg.spatial_dims,
         )
     return MaskMed(
         encoder,

@@ -15,12 +15,13 @@ def count_parameters(module: torch.nn.Module | None) -> int:
 
 
 def describe_model(
-    cfg: ModelConfig, patch: tuple[int, int, int] | None = None, batch: int = 2, device: str = "cpu", repeats: int = 3
+    cfg: ModelConfig, patch: tuple[int, ...] | None = None, batch: int = 2, device: str = "cpu", repeats: int = 3
 ) -> dict[str, Any]:
     """Config summary, parameters per part and (with ``patch``) median forward+backward seconds.
 
     The timed step is forward + the real MaskMed loss + backward on random input and a random
-    label map, so the matcher and criterion are included.
+    label map, so the matcher and criterion are included. ``patch`` is (D, H, W), or (H, W) for a 2D
+    network (``cfg.spatial_dims``).
     """
     from MaskMedCore.losses import build_criterion
     from MaskMedCore.models.build import build_model
@@ -31,6 +32,7 @@ def describe_model(
         "queries": cfg.queries,
         "masked_attention": cfg.masked_attention,
         "bridge": cfg.bridge,
+        "spatial_dims": cfg.spatial_dims,
         "features_per_stage": list(cfg.features_per_stage),
         "strides": [list(s) for s in cfg.strides],
         "parameters": {

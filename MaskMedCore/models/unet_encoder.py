@@ -1,8 +1,9 @@
 """Plain conv UNet encoder (nnU-Net v2 ``PlainConvEncoder``; MaskMed §3.4 uses it as backbone).
 
-Per stage: ``n_conv`` x (Conv3d -> InstanceNorm -> LeakyReLU); the first conv of stages 1.. is
+Per stage: ``n_conv`` x (Conv -> InstanceNorm -> LeakyReLU); the first conv of stages 1.. is
 strided (no pooling layers). Per-stage, per-axis kernels and strides make anisotropic topologies
-(e.g. strides (1, 2, 2) for thick-slice CT) plain config.
+(e.g. strides (1, 2, 2) for thick-slice CT) plain config; (H, W) pairs instead of (D, H, W)
+triplets make the same encoder 2D.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from MaskMedCore.layers.conv_blocks import StackedConvBlocks, Triplet, check_stage_lists
+from MaskMedCore.layers.conv_blocks import PerAxis, StackedConvBlocks, check_stage_lists
 
 
 class UNetEncoder(nn.Module):
     """Args:
     in_channels: input channels C.
     features_per_stage: output channels of each stage, finest first.
-    kernel_sizes: (kD, kH, kW) per stage.
-    strides: (sD, sH, sW) per stage; stage 0 is (1, 1, 1).
+    kernel_sizes: (kD, kH, kW) per stage, or (kH, kW) for a 2D encoder.
+    strides: (sD, sH, sW) (2D: (sH, sW)) per stage; stage 0 is all ones.
     n_conv_per_stage: conv blocks per stage.
     """
 
@@ -27,12 +28,12 @@ class UNetEncoder(nn.Module):
         self,
         in_channels: int,
         features_per_stage: Sequence[int],
-        kernel_sizes: Sequence[Triplet],
-        strides: Sequence[Triplet],
+        kernel_sizes: Sequence[PerAxis],
+        strides: Sequence[PerAxis],
         n_conv_per_stage: int = 2,
     ) -> None:
         super().__init__()
-        check_stage_lists(features_per_stage, kernel_sizes, strides)
+        self.spatial_dims = check_stage_lists(features_per_stage, kernel_sizes, strides)
         stages, prev = [], in_channels
         for feat, kernel, stride in zip(features_per_stage, kernel_sizes, strides):
             stages.append(StackedConvBlocks(n_conv_per_stage, prev, feat, kernel, stride))
@@ -43,7 +44,10 @@ class UNetEncoder(nn.Module):
         self.strides = tuple(strides)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """x: (B, C, D, H, W) -> skips, finest first; skips[s]: (B, C_s, D_s, H_s, W_s), last = bottleneck."""
+        """x: (B, C, D, H, W) -> skips, finest first; skips[s]: (B, C_s, D_s, H_s, W_s), last = bottleneck.
+
+        A 2D encoder takes (B, C, H, W) and returns (B, C_s, H_s, W_s) skips.
+        """
         skips = []
         for stage in self.stages:
             x = stage(x)

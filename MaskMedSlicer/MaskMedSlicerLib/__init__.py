@@ -19,6 +19,7 @@ from MaskMedSlicerLib.dataset_check import DatasetCheck, describe_validation
 from MaskMedSlicerLib.dependencies import REQUIRED_PACKAGES, missing_packages
 from MaskMedSlicerLib.device_probe import DeviceProbe
 from MaskMedSlicerLib.errors import MaskMedSlicerError, SegmentationCancelled
+from MaskMedSlicerLib.inputs import nodes_for_model
 from MaskMedSlicerLib.inspection import Inspection
 from MaskMedSlicerLib.instance_results import InstanceOutputs, read_instance_outputs
 from MaskMedSlicerLib.instance_views import InstanceNodes, add_instance_nodes, instance_result_nodes
@@ -59,7 +60,12 @@ from MaskMedSlicerLib.segmentation_io import add_binary_segment, labelmap_file_t
 from MaskMedSlicerLib.terminology import ORGAN_TERMINOLOGY, apply_standard_terminology, terminology_entry
 from MaskMedSlicerLib.training_task import TrainingTask
 from MaskMedSlicerLib.training_views import training_curve_chart, training_curve_table
-from MaskMedSlicerLib.volume_io import export_volume, image_from_volume_node, volume_node_from_file
+from MaskMedSlicerLib.volume_io import (
+    channel_images_from_volume_node,
+    export_volume,
+    image_from_volume_node,
+    volume_node_from_file,
+)
 
 __all__ = [
     "MaskMedLogic",
@@ -124,6 +130,8 @@ __all__ = [
     "training_curve_table",
     "export_volume",
     "image_from_volume_node",
+    "channel_images_from_volume_node",
+    "nodes_for_model",
     "volume_node_from_file",
     "REQUIRED_PACKAGES",
     "missing_packages",

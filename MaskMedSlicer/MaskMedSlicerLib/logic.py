@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from MaskMedSlicerLib.errors import MaskMedSlicerError, SegmentationCancelled
-from MaskMedSlicerLib.inputs import check_inputs, node_label, resolve_model
+from MaskMedSlicerLib.inputs import check_channels, check_inputs, node_label, resolve_model
 from MaskMedSlicerLib.instance_results import InstanceOutputs, read_instance_outputs
 from MaskMedSlicerLib.instance_views import add_instance_nodes
 from MaskMedSlicerLib.models import ModelInfo, read_model_info
@@ -46,7 +46,7 @@ from MaskMedSlicerLib.results import SegmentationJob, SegmentationResult
 from MaskMedSlicerLib.roi import crop_image, mask_outside, roi_crop
 from MaskMedSlicerLib.scene_setup import remove_nodes, removed_on_error
 from MaskMedSlicerLib.segmentation_io import add_binary_segment, default_label_colors, labelmap_to_segmentation
-from MaskMedSlicerLib.volume_io import ijk_to_ras, image_from_volume_node, read_image, write_image
+from MaskMedSlicerLib.volume_io import channel_images_from_volume_node, ijk_to_ras, read_image, write_image
 
 CASE_ID = "case"
 FILE_ENDING = ".nii.gz"
@@ -98,7 +98,9 @@ class MaskMedLogic:
         """Segment one case and load the result into the scene (blocking).
 
         Args:
-            volume_nodes: one scalar volume node per model channel, in channel order, on one voxel grid.
+            volume_nodes: one scalar volume node per model channel, in channel order, on one voxel grid; a
+                colour (vector) volume gives 3 channels R, G, B (RGBA: alpha dropped), e.g. one RGB photo
+                for a model of R, G, B channels. One-slice volumes (2D images) are segmented like any other.
             model: checkpoint file, run folder, nnU-Net v2 result folder (a point-wise model: the result has
                 no queries), bundled model name (``"phantom"``, ``"hippocampus"``) or ModelInfo; None: the
                 bundled demo model.
@@ -183,17 +185,13 @@ class MaskMedLogic:
             raise MaskMedSlicerError(f"segmentation node '{segmentation_node.GetName()}' is not in the given scene")
         crop = roi_crop(nodes[0], roi) if roi is not None else None
         info = self.model_info(model)
-        if len(nodes) != info.num_channels:
-            raise MaskMedSlicerError(
-                f"model {info.title} needs {info.num_channels} input volume(s) {list(info.channel_names)}, "
-                f"got {len(nodes)}: {[n.GetName() for n in nodes]}"
-            )
+        check_channels(nodes, info.channel_names, info.title)
         input_dir = Path(tempfile.mkdtemp(prefix="maskmed-input-", dir=self.temp_root))
         output_dir = Path(tempfile.mkdtemp(prefix="maskmed-result-", dir=self.temp_root))
         try:
             files = []
-            for channel, node in enumerate(nodes):
-                image = image_from_volume_node(node)
+            channels = [(node, image) for node in nodes for image in channel_images_from_volume_node(node)]
+            for channel, (node, image) in enumerate(channels):
                 path = input_dir / f"{CASE_ID}_{channel:04d}{FILE_ENDING}"
                 files.append(write_image(crop_image(image, crop) if crop else image, path, node_label(node)))
             command = build_predict_command(

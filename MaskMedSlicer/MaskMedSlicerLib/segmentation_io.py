@@ -105,7 +105,8 @@ def labelmap_to_segmentation(
         use_terminology: for classes with a standard term (:mod:`.terminology`): set the terminology tag and
             Slicer's standard segment name and colour (the segment ID stays the class name).
         keep_empty: add an empty segment for classes absent from the prediction (else skip them).
-        create_closed_surface: build the 3D surface so the segments show in 3D views.
+        create_closed_surface: build the 3D surface so the segments show in 3D views (skipped when the label map
+            is empty).
         source: how error messages name the label map.
 
     Returns:
@@ -152,7 +153,9 @@ def labelmap_to_segmentation(
                 segmentation.RemoveSegment(label_names[k])
             elif use_terminology:
                 apply_standard_terminology(segmentation.GetSegment(label_names[k]), label_names[k])
-        if create_closed_surface:
+        # Nothing to surface when every class is empty; VTK's surface filter also fails (and logs errors) on an
+        # empty one-slice label map, the usual result for a 2D image without findings.
+        if create_closed_surface and any(v > 0 for v in present):
             segmentation_node.CreateClosedSurfaceRepresentation()
     return segmentation_node
 

@@ -1,4 +1,5 @@
-"""Scalar volume node <-> image file, keeping the full voxel-to-world geometry.
+"""Scalar volume node <-> image file, keeping the full voxel-to-world geometry; a colour (vector) volume's
+components as channel images.
 
 Slicer stores a volume's geometry as one IJK-to-RAS matrix; ITK/SimpleITK files store spacing,
 origin and a direction matrix in LPS. The two are converted exactly, oblique directions included:
@@ -9,6 +10,11 @@ origin and a direction matrix in LPS. The two are converted exactly, oblique dir
 Arrays are in MRML/SimpleITK array order ``(D, H, W)`` = (K, J, I). A volume's parent transform is
 not applied (as with Slicer's own writers): the file holds the volume's local geometry, and readers
 here put new nodes under the reference volume's parent transform instead.
+
+2D images: Slicer loads a PNG/JPEG/BMP/TIFF as a volume with one slice (K = 1), a grey one as a scalar
+volume and a colour one as a ``vtkMRMLVectorVolumeNode`` with 3 (RGB) or 4 (RGBA) components.
+:func:`channel_images_from_volume_node` gives its channels as MaskMedCore reads the same file: R, G, B,
+alpha dropped. Nothing else is special: a one-slice volume goes through the same export and import.
 """
 
 from __future__ import annotations
@@ -81,11 +87,16 @@ def _node_label(node) -> str:
     return f"volume '{node.GetName()}' ({node.GetID()})"
 
 
-def image_from_volume_node(volume_node):
+def image_from_volume_node(volume_node, component: int | None = None):
     """A SimpleITK image (LPS geometry) with a copy of the node's voxels.
 
+    Args:
+        volume_node: a scalar volume node (a vector volume node with ``component``).
+        component: the component of a vector (colour) volume to take; None for a scalar volume.
+
     Raises:
-        MaskMedSlicerError: not a scalar volume node, no voxels, or more than one component.
+        MaskMedSlicerError: not a scalar volume node, no voxels, several components and no ``component``,
+            or ``component`` out of range.
     """
     import SimpleITK as sitk
 
@@ -95,12 +106,16 @@ def image_from_volume_node(volume_node):
     image_data = volume_node.GetImageData()
     if image_data is None or image_data.GetNumberOfPoints() == 0:
         raise MaskMedSlicerError(f"{_node_label(volume_node)} has no voxels")
-    if image_data.GetNumberOfScalarComponents() != 1:
+    comps = image_data.GetNumberOfScalarComponents()
+    if component is None and comps != 1:
         raise MaskMedSlicerError(
-            f"{_node_label(volume_node)} has {image_data.GetNumberOfScalarComponents()} components per voxel; "
+            f"{_node_label(volume_node)} has {comps} components per voxel; "
             "MaskMed needs single-component (grey-value) volumes: convert colour/vector volumes first"
         )
-    array = np.array(slicer.util.arrayFromVolume(volume_node))  # (D, H, W) = (K, J, I), copied
+    if component is not None and not 0 <= component < comps:
+        raise MaskMedSlicerError(f"{_node_label(volume_node)} has {comps} component(s); component {component} asked")
+    array = slicer.util.arrayFromVolume(volume_node)  # (D, H, W) = (K, J, I), or (D, H, W, C)
+    array = np.array(array if comps == 1 else array[..., component])  # copied
     matrix = ijk_to_ras(volume_node)
     i0, _, j0, _, k0, _ = image_data.GetExtent()
     if (i0, j0, k0) != (0, 0, 0):  # voxel [0, 0, 0] of the array is IJK (i0, j0, k0)
@@ -111,6 +126,43 @@ def image_from_volume_node(volume_node):
     image.SetOrigin(origin.tolist())
     image.SetDirection(direction.ravel().tolist())
     return image
+
+
+def colour_channels(volume_node) -> tuple[int, str]:
+    """``(channels, description)`` of an input volume: 1 for a scalar volume, 3 for RGB and RGBA (alpha
+    dropped) vector volumes.
+
+    Raises:
+        MaskMedSlicerError: a vector volume with another number of components, or no voxels.
+    """
+    image_data = volume_node.GetImageData()
+    if image_data is None or image_data.GetNumberOfPoints() == 0:
+        raise MaskMedSlicerError(f"{_node_label(volume_node)} has no voxels")
+    comps = image_data.GetNumberOfScalarComponents()
+    if comps == 1:
+        return 1, "grey-value"
+    if comps == 3:
+        return 3, "RGB"
+    if comps == 4:
+        return 3, "RGBA, alpha dropped"
+    raise MaskMedSlicerError(
+        f"{_node_label(volume_node)} has {comps} components per voxel; MaskMed reads grey-value volumes and "
+        "colour volumes with 3 (RGB) or 4 (RGBA) components: split it into scalar volumes, one per channel"
+    )
+
+
+def channel_images_from_volume_node(volume_node) -> list:
+    """The node's channels as SimpleITK images (LPS geometry): the volume itself, or R, G, B of a colour volume.
+
+    Raises:
+        MaskMedSlicerError: as :func:`image_from_volume_node` and :func:`colour_channels`.
+    """
+    if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode"):
+        return [image_from_volume_node(volume_node)]  # raises with what was found
+    channels, _ = colour_channels(volume_node)
+    if volume_node.GetImageData().GetNumberOfScalarComponents() == 1:
+        return [image_from_volume_node(volume_node)]
+    return [image_from_volume_node(volume_node, c) for c in range(channels)]
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ def build_bridge(
     layers: int,
     ffn_dim: int,
     dropout: float = 0.0,
+    spatial_dims: int = 3,
 ) -> nn.Module | None:
     """Make the bridge applied to the encoder skips before the decoder.
 
@@ -41,6 +42,7 @@ def build_bridge(
         layers: number of transformer layers.
         ffn_dim: FFN hidden width.
         dropout: dropout rate.
+        spatial_dims: 3 for a 3D network's (D, H, W) stages, 2 for a 2D network's (H, W) stages.
 
     Returns:
         ``None`` for ``"none"``, else a module mapping ``skips: list[Tensor] -> list[Tensor]``
@@ -59,9 +61,18 @@ def build_bridge(
             f"({len(stage_channels)})"
         )
     if kind == "standard":
-        return DenseBridge(stage_channels, query_stages, dim, heads, layers, ffn_dim, dropout)
+        return DenseBridge(stage_channels, query_stages, dim, heads, layers, ffn_dim, dropout, spatial_dims)
     return DeformableBridge(
-        stage_channels, query_stages, dim, heads, points, layers, ffn_dim, dropout, full_scale=kind == "fsad"
+        stage_channels,
+        query_stages,
+        dim,
+        heads,
+        points,
+        layers,
+        ffn_dim,
+        dropout,
+        full_scale=kind == "fsad",
+        spatial_dims=spatial_dims,
     )
 
 

@@ -4,7 +4,7 @@ MaskMed §3.3 and appendix B (Fig. 6). Queries are the voxels of the coarsest ``
 encoder stages. Each layer is post-norm, as in Deformable DETR's encoder (Zhu et al., ICLR 2021)
 and the paper's Fig. 6::
 
-    x = LayerNorm(x + Dropout(MSDeformAttn3D(query=x + pos, reference_points, values)))
+    x = LayerNorm(x + Dropout(MSDeformAttn(query=x + pos, reference_points, values)))
     x = LayerNorm(x + FFN(x))
 
 The two variants differ only in their value levels:
@@ -15,6 +15,9 @@ The two variants differ only in their value levels:
   in voxels because values are only ever sampled at Q*M*L*P points.
 - ``full_scale=False`` ("deformable", the paper's intermediate step): values are only the query
   stages, i.e. a plain Deformable-DETR encoder over the coarsest stages.
+
+With ``spatial_dims=2`` the same bridge runs on a 2D network's (H, W) stages (bilinear sampling,
+(x, y) points; issue 13).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from MaskMedCore.layers.deformable_attention import MSDeformAttn3D
+from MaskMedCore.layers.deformable_attention import MSDeformAttn
 from MaskMedCore.layers.transformer_layers import FFNLayer
 from MaskMedCore.models.bridges.tokens import StageTokens, check_skips
 
@@ -38,13 +41,21 @@ class DeformableEncoderLayer(nn.Module):
         value_channels: channels of each value level's input map (length L).
         ffn_dim: FFN hidden width.
         dropout: dropout after attention and inside the FFN.
+        spatial_dims: 3 for (D, H, W) value maps, 2 for (H, W) ones.
     """
 
     def __init__(
-        self, dim: int, heads: int, points: int, value_channels: Sequence[int], ffn_dim: int, dropout: float = 0.0
+        self,
+        dim: int,
+        heads: int,
+        points: int,
+        value_channels: Sequence[int],
+        ffn_dim: int,
+        dropout: float = 0.0,
+        spatial_dims: int = 3,
     ) -> None:
         super().__init__()
-        self.attn = MSDeformAttn3D(dim, heads, len(value_channels), points, value_channels)
+        self.attn = MSDeformAttn(dim, heads, len(value_channels), points, value_channels, spatial_dims=spatial_dims)
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
         self.ffn = FFNLayer(dim, ffn_dim, dropout)
@@ -55,8 +66,8 @@ class DeformableEncoderLayer(nn.Module):
         Args:
             x: (B, Q, C) tokens.
             pos: (1 or B, Q, C) positional embedding.
-            reference_points: (1 or B, Q, 3) in [0, 1], ordered (x, y, z).
-            values: L tensors, level l of shape (B, C_l, D_l, H_l, W_l).
+            reference_points: (1 or B, Q, n) in [0, 1], ordered (x, y, z) (2D: (x, y)).
+            values: L tensors, level l of shape (B, C_l, D_l, H_l, W_l) (2D: (B, C_l, H_l, W_l)).
 
         Returns:
             (B, Q, C).
@@ -66,7 +77,7 @@ class DeformableEncoderLayer(nn.Module):
 
 
 class DeformableBridge(nn.Module):
-    """Refine the coarsest encoder stages with stacked 3D deformable attention.
+    """Refine the coarsest encoder stages with stacked deformable attention (3D, or 2D).
 
     Args:
         stage_channels: channels C_s of every encoder stage, finest first.
@@ -79,9 +90,11 @@ class DeformableBridge(nn.Module):
         dropout: dropout rate.
         full_scale: True for the FSAD-Transformer (values = every stage), False for a
             Deformable-DETR encoder (values = the query stages only).
+        spatial_dims: 3 for (D, H, W) encoder stages, 2 for (H, W) ones.
 
     Raises:
-        ValueError: if ``query_stages`` is out of range, ``layers`` < 1, or ``dim``/``heads`` do not fit.
+        ValueError: if ``query_stages`` is out of range, ``layers`` < 1, ``dim``/``heads`` do not fit, or
+            ``spatial_dims`` is not 2 or 3.
     """
 
     def __init__(
@@ -95,35 +108,39 @@ class DeformableBridge(nn.Module):
         ffn_dim: int,
         dropout: float = 0.0,
         full_scale: bool = True,
+        spatial_dims: int = 3,
     ) -> None:
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         self.stage_channels = tuple(stage_channels)
         self.full_scale = full_scale
-        self.tokens = StageTokens(stage_channels, query_stages, dim)
+        self.spatial_dims = spatial_dims
+        self.tokens = StageTokens(stage_channels, query_stages, dim, spatial_dims)
         first = self.tokens.first
         # Value levels: every stage (FSAD) or only the query stages; query stages carry dim channels.
         self.value_stages = tuple(range(0 if full_scale else first, len(stage_channels)))
         value_channels = [dim if s >= first else self.stage_channels[s] for s in self.value_stages]
         self.layers = nn.ModuleList(
-            DeformableEncoderLayer(dim, heads, points, value_channels, ffn_dim, dropout) for _ in range(layers)
+            DeformableEncoderLayer(dim, heads, points, value_channels, ffn_dim, dropout, spatial_dims)
+            for _ in range(layers)
         )
 
     def forward(self, skips: list[Tensor]) -> list[Tensor]:
         """Refine the query stages.
 
         Args:
-            skips: encoder stage outputs, finest first; skips[s]: (B, C_s, D_s, H_s, W_s).
+            skips: encoder stage outputs, finest first; skips[s]: (B, C_s, D_s, H_s, W_s)
+                (2D: (B, C_s, H_s, W_s)).
 
         Returns:
             A new list of the same shapes: the last ``query_stages`` entries are the refined
-            (B, C_s, D_s, H_s, W_s) maps, the others are the input tensors themselves.
+            maps, the others are the input tensors themselves.
 
         Raises:
-            ValueError: if the skips do not match ``stage_channels``.
+            ValueError: if the skips do not match ``stage_channels`` or the bridge's dimensionality.
         """
-        check_skips(skips, self.stage_channels)
+        check_skips(skips, self.stage_channels, self.spatial_dims)
         first = self.tokens.first
         x, pos, ref, shapes = self.tokens.encode(skips)
         for layer in self.layers:

@@ -25,6 +25,9 @@ Multi-task options (issue 12, decoupled head only), both absent from the state d
 ``box_head`` adds one 3-layer box MLP (DETR's ``bbox_embed``), shared by the stages as the class MLP is,
 on each stage's decoder-normed queries; its sigmoid gives ``(cz, cy, cx, d, h, w)`` as fractions of the
 input patch. ``case_task_classes`` adds a ``CaseClassificationHead`` reading the final stage's queries.
+
+``spatial_dims=2`` makes the same head 2D (issue 13): (B, C_s, H_s, W_s) decoder features, 1x1 mask convs,
+bilinear mask resizing, (B, Q, H_s, W_s) mask logits. The multi-task options stay 3D only.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from MaskMedCore.layers.conv_blocks import spatial_ops
 from MaskMedCore.layers.transformer_layers import (
     MLP,
     CrossAttentionLayer,
@@ -47,6 +51,10 @@ from MaskMedCore.models.heads.stage_memory import StageMemory
 from MaskMedCore.models.outputs import MaskMedOutput
 
 QUERY_VARIANTS = ("mlp_cls", "attn_cls", "attn_cls_mask", "decoupled")
+
+_MASK_EINSUM = {3: "bqc,bcdhw->bqdhw", 2: "bqc,bchw->bqhw"}
+"""Per-query mask embedding . stage features, by the number of spatial axes."""
+_RESIZE_MODE = {3: "trilinear", 2: "bilinear"}
 
 
 class StageBlock(nn.Module):
@@ -83,6 +91,7 @@ class MaskedMultiScaleHead(nn.Module):
     dropout: dropout in transformer layers.
     box_head: also predict one box per query and stage (variant ``decoupled`` only).
     case_task_classes: C_t per case-level task; non-empty adds the case head (variant ``decoupled`` only).
+    spatial_dims: 3 for (D, H, W) decoder features, 2 for (H, W) ones (no box head or case tasks).
     """
 
     def __init__(
@@ -101,14 +110,19 @@ class MaskedMultiScaleHead(nn.Module):
         dropout: float = 0.0,
         box_head: bool = False,
         case_task_classes: Sequence[int] = (),
+        spatial_dims: int = 3,
     ) -> None:
         super().__init__()
+        conv = spatial_ops(spatial_dims).conv  # raises unless 2 or 3
         if variant not in QUERY_VARIANTS:
             raise ValueError(f"variant is {variant!r}; expected one of {QUERY_VARIANTS}")
         if masked_attention and (variant != "decoupled" or not shared_queries):
             raise ValueError("masked_attention needs variant 'decoupled' and shared queries")
         if (box_head or case_task_classes) and variant != "decoupled":
             raise ValueError(f"box_head and case tasks need variant 'decoupled', got {variant!r}")
+        if (box_head or case_task_classes) and spatial_dims != 3:
+            raise ValueError("box_head and case tasks are 3D only (boxes are (cz, cy, cx, d, h, w)); got a 2D head")
+        self.spatial_dims = spatial_dims
         n = len(stage_channels)
         self.variant = variant
         self.shared = shared_queries
@@ -130,7 +144,7 @@ class MaskedMultiScaleHead(nn.Module):
         if self.mask_from_queries:
             self.mask_mlps = nn.ModuleList(MLP(dim, dim, c, n_layers=3) for c in stage_channels)
         else:
-            self.mask_convs = nn.ModuleList(nn.Conv3d(c, num_queries, kernel_size=1) for c in stage_channels)
+            self.mask_convs = nn.ModuleList(conv(c, num_queries, kernel_size=1) for c in stage_channels)
         if variant == "decoupled":
             self.class_mlp = MLP(dim, dim, dim, n_layers=2)
             self.classifier = nn.Linear(dim, num_classes + 1)
@@ -153,12 +167,13 @@ class MaskedMultiScaleHead(nn.Module):
         pos = self.query_pos[index].weight.unsqueeze(0).expand(batch, -1, -1)
         return feat, pos
 
-    def _blocked(self, prev_masks: Tensor | None, grid: tuple[int, int, int]) -> Tensor | None:
+    def _blocked(self, prev_masks: Tensor | None, grid: tuple[int, ...]) -> Tensor | None:
         """(B, Q, N) True where the previous stage's mask says "not this query", or None."""
         if not self.masked_attention or prev_masks is None:
             return None
-        resized = F.interpolate(prev_masks.detach().float(), size=grid, mode="trilinear", align_corners=False)
-        blocked = resized.sigmoid().flatten(2) < 0.5  # (B, Q, D'H'W')
+        mode = _RESIZE_MODE[len(grid)]
+        resized = F.interpolate(prev_masks.detach().float(), size=grid, mode=mode, align_corners=False)
+        blocked = resized.sigmoid().flatten(2) < 0.5  # (B, Q, D'H'W') or (B, Q, H'W')
         return unblock_empty_rows(blocked)
 
     def _class_outputs(self, hidden: Tensor | None, set_index: int, batch: int, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -175,7 +190,7 @@ class MaskedMultiScaleHead(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, features: list[Tensor], all_stages: bool = True) -> MaskMedOutput:
-        """features: decoder outputs coarsest first; entry s (B, C_s, D_s, H_s, W_s).
+        """features: decoder outputs coarsest first; entry s (B, C_s, D_s, H_s, W_s) (2D: (B, C_s, H_s, W_s)).
 
         With ``all_stages`` False only the finest stage's masks are returned (inference); the
         coarser stages still run when the finest depends on them (shared queries, masked attention).
@@ -200,9 +215,9 @@ class MaskedMultiScaleHead(nn.Module):
                 hidden = self.decoder_norm(x)
             if self.mask_from_queries:
                 mask_emb = self.mask_mlps[s](hidden)  # (B, Q, C_s)
-                mask_logits = torch.einsum("bqc,bcdhw->bqdhw", mask_emb, feats)
+                mask_logits = torch.einsum(_MASK_EINSUM[self.spatial_dims], mask_emb, feats)
             else:
-                mask_logits = self.mask_convs[s](feats)  # (B, Q, D_s, H_s, W_s)
+                mask_logits = self.mask_convs[s](feats)  # (B, Q, D_s, H_s, W_s) or (B, Q, H_s, W_s)
                 mask_emb = self.mask_convs[s].weight.flatten(1).expand(B, -1, -1)
             cls_logits, class_emb = self._class_outputs(hidden, set_index, B, mask_logits)
             prev_masks = mask_logits

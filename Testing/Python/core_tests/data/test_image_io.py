@@ -88,10 +88,16 @@ def test_junk_file(tmp_path):
         read_image(tmp_path / "junk.nrrd")
 
 
-def test_2d_image_is_refused_with_what_was_found(tmp_path):
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 9), np.float32)), str(tmp_path / "flat.nii.gz"))
-    with pytest.raises(DataError, match=r"flat\.nii\.gz: is a 2D image \(size 9x8\); expected a 3D volume"):
-        read_image(tmp_path / "flat.nii.gz")
+def test_2d_image_is_read_as_one_slice_with_its_header_geometry(tmp_path):
+    flat = sitk.GetImageFromArray(np.arange(72, dtype=np.float32).reshape(8, 9))
+    flat.SetSpacing((0.7, 0.8))
+    flat.SetOrigin((3.0, -4.0))
+    sitk.WriteImage(flat, str(tmp_path / "flat.nii.gz"))
+    image = read_image(tmp_path / "flat.nii.gz")
+    assert shape_dhw(image) == (1, 8, 9)
+    assert spacing_dhw(image) == pytest.approx((999.0, 0.8, 0.7))  # nnU-Net's through-plane spacing of 2D images
+    assert image.GetOrigin() == pytest.approx((3.0, -4.0, 0.0))
+    np.testing.assert_array_equal(image_to_array(image)[0], np.arange(72).reshape(8, 9))
 
 
 def test_4d_image_is_refused_where_3d_is_needed_and_split_where_channels_are(tmp_path):

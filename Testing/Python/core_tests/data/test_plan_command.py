@@ -46,7 +46,7 @@ def test_plan_default_folder_no_preprocess_and_refused_output(tmp_path, capsys, 
     raw = nnunet_dataset(tmp_path / "raw", num_cases=1)
     assert main(["plan", str(raw), "--no-preprocess", "--patch-size", "8", "8", "8"]) == 0
     out = default_preprocessed_dir(raw)
-    assert sorted(p.name for p in out.iterdir()) == ["fingerprint.json", "plan.json", "plan_cpu.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["fingerprint.json", "plan.json", "plan_2d.json", "plan_cpu.json"]
     capsys.readouterr()
     assert main(["plan", str(raw), "--out", str(raw / "pre")]) == 2
     assert "inside the dataset folder" in capsys.readouterr().err

@@ -157,8 +157,8 @@ def test_cpu_configuration_keeps_an_explicit_patch_and_batch():
     plan = plan_dataset(dataset, fp, patch_size=(24, 256, 256), batch_size=3, configuration="3d_cpu")
     assert (plan.patch_size, plan.batch_size) == ((24, 256, 256), 3)
     assert plan_dataset(dataset, fp, patch_size=(24, 256, 256), configuration="3d_cpu").batch_size == 2
-    with pytest.raises(ConfigError, match="configuration is '2d'; expected one of '3d_fullres', '3d_cpu'"):
-        plan_dataset(dataset, fp, configuration="2d")
+    with pytest.raises(ConfigError, match="configuration is '3d_lowres'; expected one of '3d_fullres', '3d_cpu', '2d'"):
+        plan_dataset(dataset, fp, configuration="3d_lowres")
 
 
 def test_bad_arguments():

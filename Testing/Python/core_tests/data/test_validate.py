@@ -17,7 +17,11 @@ from MaskMedCore.errors import DataError
 BROKEN = {
     "case_001": ("missing image", r"imagesTr/case_001_0000\.nii\.gz: file not found"),
     "case_002": ("corrupt image", r"imagesTr/case_002_0000\.nii\.gz: is truncated"),
-    "case_003": ("2D image", r"imagesTr/case_003_0000\.nii\.gz: is a 2D image"),
+    "case_003": (
+        "2D vector image",
+        r"imagesTr/case_003_0000\.nii\.gz: is a vector image with 3 components per pixel \(3 channels\) but "
+        r"dataset\.json expects 1 channel",
+    ),
     "case_004": ("4D image", r"imagesTr/case_004_0000\.nii\.gz: is a 4D image with 2 volumes"),
     "case_005": (
         "stray label",
@@ -36,7 +40,8 @@ def broken_dataset(tmp_path_factory):
     (images / "case_001_0000.nii.gz").unlink()
     data = (images / "case_002_0000.nii.gz").read_bytes()
     (images / "case_002_0000.nii.gz").write_bytes(data[: len(data) // 2])
-    write(np.zeros((24, 28), np.float32), images / "case_003_0000.nii.gz")
+    rgb = sitk.GetImageFromArray(np.zeros((24, 28, 3), np.uint8), isVector=True)  # 2D, 3 components
+    sitk.WriteImage(rgb, str(images / "case_003_0000.nii.gz"))
     four_d = sitk.JoinSeries([sitk.GetImageFromArray(np.ones((20, 24, 28), np.float32))] * 2)
     sitk.WriteImage(four_d, str(images / "case_004_0000.nii.gz"))
     _, seg = case_arrays(seed=5)

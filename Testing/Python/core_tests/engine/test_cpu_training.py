@@ -142,6 +142,8 @@ def test_unsized_cpu_run_is_refused_and_leaves_nothing_behind(tmp_path, phantom_
 def test_cpu_plan_is_chosen_on_the_cpu_and_3d_fullres_on_request(tmp_path, thick_slices, thick_prep):
     assert resolve_configuration("auto", torch.device("cpu")) == "3d_cpu"
     assert resolve_configuration("auto", torch.device("cuda")) == "3d_fullres"
+    assert resolve_configuration("auto", torch.device("cuda"), single_slice=True) == "2d"
+    assert resolve_configuration("3d_cpu", torch.device("cpu"), single_slice=True) == "3d_cpu"
     prep = thick_prep
     plans = {}
     for configuration in ("auto", "3d_fullres"):
