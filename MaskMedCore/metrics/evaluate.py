@@ -139,6 +139,14 @@ def _read_label_map(path: Path):
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
         raise DataError(f"cannot read {path}: {first}") from None
+    if image.GetNumberOfComponentsPerPixel() != 1 and image.GetDimension() == 2:
+        # SimpleITK stores a grey BMP with a palette and reads it back as RGB; read_label takes the palette
+        # indices (and refuses real colour images with the fix). The 2D image keeps its own geometry.
+        from MaskMedCore.data.image_io import read_label  # its errors are DataErrors naming the file and fix
+
+        flat = sitk.GetImageFromArray(sitk.GetArrayFromImage(read_label(path))[0])
+        flat.CopyInformation(image)
+        image = flat
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(
             f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected a label map"
