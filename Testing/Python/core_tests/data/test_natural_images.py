@@ -4,6 +4,7 @@ for the layouts SimpleITK does not write); the datasets are slices of real MSD h
 """
 
 import json
+import locale
 import os
 import re
 from pathlib import Path
@@ -63,7 +64,13 @@ def _write_dicom_frame(array: np.ndarray, path: Path, pixel_spacing=(0.6, 0.7), 
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     writer.SetFileName(str(path))
-    writer.Execute(image)
+    # GDCM's DICOM writer sets the process's C locale to "C": every later text read or subprocess pipe in this
+    # test session would decode as ASCII. (Reading DICOM, all MaskMed does, leaves the locale alone.)
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        writer.Execute(image)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
     return path
 
 
@@ -109,7 +116,10 @@ def test_jpeg_dots_per_inch_are_not_pixel_sizes(tmp_path):
 
 def test_dicom_frame_carries_pixel_spacing_and_position(tmp_path):
     array = _pattern().astype(np.int16) * 10 - 300
-    image = read_image(_write_dicom_frame(array, tmp_path / "frame.dcm", pixel_spacing=(0.6, 0.7)))
+    path = _write_dicom_frame(array, tmp_path / "frame.dcm", pixel_spacing=(0.6, 0.7))
+    encoding = locale.getpreferredencoding(False)
+    image = read_image(path)
+    assert locale.getpreferredencoding(False) == encoding  # reading DICOM keeps the process's text encoding
     assert shape_dhw(image) == (1, 10, 12)
     assert spacing_dhw(image)[1:] == pytest.approx((0.6, 0.7))  # PixelSpacing is (row, column) = (H, W)
     assert image.GetOrigin() == pytest.approx((-10.0, 20.0, 30.0))
